@@ -1,0 +1,270 @@
+"""Typed configuration, in one place, for the CLI, the DAGs and the tests.
+
+The file format is TOML (`metaemb.toml`). A config file only needs the keys it
+changes: everything else takes the defaults below. Unknown keys and out-of-range
+values are errors that name the key, because a typo in a daily job's config must
+not silently fall back to a default.
+
+Resolution order: `--config PATH` > `$METAEMB_CONFIG` > `./metaemb.toml` > defaults.
+Relative paths in the file are relative to the file's own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+CONFIG_ENV = "METAEMB_CONFIG"
+DEFAULT_CONFIG_NAME = "metaemb.toml"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used: names the key and the problem."""
+
+
+@dataclass
+class DataConfig:
+    # Inputs: Parquet, CSV or Delta (a folder with _delta_log). Empty = not given.
+    interactions: str = "var/data/demo/interactions.parquet"
+    entity_features: str = "var/data/demo/entity_features.parquet"
+    item_features: str = ""
+    # The column(s) that define a task: ["user_id"], ["user_id", "notif_type"] ...
+    task_key: list[str] = field(default_factory=lambda: ["user_id"])
+    # Numeric columns of the interactions fed to the global block. Empty = every
+    # numeric column that is not a key, item_id, event_timestamp or label.
+    context_columns: list[str] = field(default_factory=list)
+    # Entity feature columns fed to the meta block. Empty = every numeric column
+    # of the entity feature table that is not a key or feature_timestamp.
+    meta_feature_columns: list[str] = field(default_factory=list)
+    # A feature snapshot older than this (relative to the event) is not used,
+    # like Feast's ttl: it bounds the point-in-time join's state.
+    feature_ttl_days: int = 30
+
+
+@dataclass
+class PipelineConfig:
+    storage_root: str = "var/lake"
+    window_days: int = 30  # X: days of history per run date
+    cap_samples: int = 64  # N: most recent samples kept per task
+    support_fraction: float = 0.75  # first 75% chronological -> support
+    task_buckets: int = 8  # partitions the fine-tune fans out over
+    finetune_batch_tasks: int = 1024  # tasks per vectorized fine-tune call
+    quarantine: bool = True  # row-level faults go to a quarantine table
+
+
+@dataclass
+class ModelConfig:
+    meta_block: str = "mlp"  # "mlp" over meta features, or "id" (hashed task-id embedding)
+    meta_hidden: int = 128
+    embedding_dim: int = 32
+    global_hidden: list[int] = field(default_factory=lambda: [256, 128])
+    item_buckets: int = 4096  # hashed item-id embedding rows in the global block (0 = none)
+    item_dim: int = 16
+    id_buckets: int = 65536  # rows of the task-id embedding when meta_block = "id"
+    checkpoint_dir: str = "var/models"
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "limaml"  # limaml | maml | vanilla
+    inner_steps: int = 1  # n
+    task_lr: float = 0.5  # alpha
+    meta_lr: float = 1e-3  # beta, for 128 tasks per batch (scaled linearly)
+    tasks_per_batch: int = 128
+    epochs: int = 3
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    first_order: bool = False
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    steps: int = 3  # k
+    lr: float = 0.5  # alpha at generation time
+    pooling: str = "latest"  # latest | mean | max | cosine
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class FeastConfig:
+    repo_path: str = "feature_repo"
+    project: str = "metaemb"
+    online_store: str = "sqlite"  # sqlite | redis
+    sqlite_path: str = "var/feast/online_store.db"
+    registry_path: str = "var/feast/registry.db"
+    # host:port; a password comes from $METAEMB_REDIS_PASSWORD, never from this file.
+    redis_connection: str = "127.0.0.1:6379"
+    publish_method: str = "fast"  # fast | materialize (Feast's stock path)
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    task_cpus: int = 1
+    jars_dir: str = ".jars"
+    # GPU executors (cluster only): amount per executor / task, discovery script.
+    executor_gpus: int = 0
+    task_gpus: float = 0.0
+    gpu_discovery_script: str = "scripts/gpu_discovery.sh"
+
+
+@dataclass
+class GateConfig:
+    # Publish gate: a day that fails any bound is not published.
+    min_row_ratio: float = 0.5  # rows today / rows of the previous published day
+    max_row_ratio: float = 2.0
+    max_mean_norm: float = 1e3
+    max_mean_drift: float = 0.5  # 1 - mean cosine(today, previous day) over common keys
+
+
+@dataclass
+class AirflowConfig:
+    home: str = "var/airflow"
+    start_date: str = "2026-01-01"
+    spark_conn_id: str = "metaemb_spark"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    feast: FeastConfig = field(default_factory=FeastConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    airflow: AirflowConfig = field(default_factory=AirflowConfig)
+    # Folder the relative paths above resolve against (not a TOML key).
+    base_dir: str = field(default=str(PROJECT_ROOT), repr=False)
+    source: str = field(default="<defaults>", repr=False)
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def table_path(self, name: str) -> Path:
+        """Location of one of the pipeline's Delta tables, always under storage_root."""
+        root = self.path(self.pipeline.storage_root).resolve()
+        target = (root / name).resolve()
+        if root not in target.parents:
+            raise ConfigError(f"table {name!r} would be written outside storage_root {root}")
+        return target
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir")
+        d.pop("source")
+        return d
+
+
+_CHOICES = {
+    ("model", "meta_block"): {"mlp", "id"},
+    ("train", "mode"): {"limaml", "maml", "vanilla"},
+    ("finetune", "pooling"): {"latest", "mean", "max", "cosine"},
+    ("finetune", "device"): {"auto", "cpu", "cuda"},
+    ("feast", "online_store"): {"sqlite", "redis"},
+    ("feast", "publish_method"): {"fast", "materialize"},
+}
+
+_POSITIVE = {
+    ("pipeline", "window_days"), ("pipeline", "cap_samples"), ("pipeline", "task_buckets"),
+    ("pipeline", "finetune_batch_tasks"), ("model", "meta_hidden"), ("model", "embedding_dim"),
+    ("model", "id_buckets"), ("train", "tasks_per_batch"), ("train", "task_lr"),
+    ("train", "meta_lr"), ("train", "grad_clip"), ("finetune", "lr"),
+    ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("data", "feature_ttl_days"),
+}
+_NON_NEGATIVE = {
+    ("model", "item_buckets"), ("model", "item_dim"), ("train", "inner_steps"),
+    ("train", "epochs"), ("train", "warmup_steps"), ("finetune", "steps"),
+    ("spark", "executor_gpus"), ("spark", "task_gpus"),
+}
+
+
+def _coerce(section: str, key: str, value: Any, annotation: Any, origin_file: str) -> Any:
+    where = f"{origin_file}: [{section}] {key}"
+    if get_origin(annotation) is list:
+        (item_type,) = get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list of {item_type.__name__}, got {value!r}")
+        return [_coerce(section, key, v, item_type, origin_file) for v in value]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, annotation) or isinstance(value, bool) and annotation is not bool:
+        raise ConfigError(f"{where} must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _validate(cfg: Config) -> None:
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{cfg.source}: [{section}] {key} = {value!r}; expected one of {sorted(allowed)}")
+    for section, key in _POSITIVE:
+        value = getattr(getattr(cfg, section), key)
+        if not value > 0:
+            raise ConfigError(f"{cfg.source}: [{section}] {key} = {value!r}; must be > 0")
+    for section, key in _NON_NEGATIVE:
+        value = getattr(getattr(cfg, section), key)
+        if value < 0:
+            raise ConfigError(f"{cfg.source}: [{section}] {key} = {value!r}; must be >= 0")
+    if not 0.0 < cfg.pipeline.support_fraction < 1.0:
+        raise ConfigError(f"{cfg.source}: [pipeline] support_fraction must be in (0, 1)")
+    if not cfg.data.task_key:
+        raise ConfigError(f"{cfg.source}: [data] task_key must name at least one column")
+    if not cfg.gate.min_row_ratio <= cfg.gate.max_row_ratio:
+        raise ConfigError(f"{cfg.source}: [gate] min_row_ratio must be <= max_row_ratio")
+
+
+def from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: str | Path | None = None) -> Config:
+    """Build a Config from nested dicts (a parsed TOML file), rejecting unknown keys."""
+    cfg = Config(source=source, base_dir=str(base_dir or PROJECT_ROOT))
+    sections = {f.name: f for f in dataclasses.fields(Config) if f.name not in ("base_dir", "source")}
+    for section, values in raw.items():
+        if section not in sections:
+            raise ConfigError(f"{source}: unknown section [{section}]; known: {sorted(sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        target = getattr(cfg, section)
+        hints = get_type_hints(type(target))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown key [{section}] {key}; known: {sorted(hints)}")
+            setattr(target, key, _coerce(section, key, value, hints[key], source))
+    _validate(cfg)
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Load the config: explicit path, else $METAEMB_CONFIG, else ./metaemb.toml, else defaults."""
+    chosen = path or os.environ.get(CONFIG_ENV)
+    if not chosen and Path(DEFAULT_CONFIG_NAME).exists():
+        chosen = DEFAULT_CONFIG_NAME
+    raw: dict[str, Any] = {}
+    base_dir: Path = PROJECT_ROOT
+    source = "<defaults>"
+    if chosen:
+        p = Path(chosen).expanduser().resolve()
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from e
+        base_dir, source = p.parent, str(p)
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
+    return from_dict(raw, source=source, base_dir=base_dir)

