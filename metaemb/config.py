@@ -81,6 +81,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     first_order: bool = False
     seed: int = 0
+    # Checkpoint file or folder to start from, e.g. LiMAML warm-started from a vanilla model.
+    warm_start: str = ""
 
 
 @dataclass
@@ -101,6 +103,9 @@ class FeastConfig:
     # host:port; a password comes from $METAEMB_REDIS_PASSWORD, never from this file.
     redis_connection: str = "127.0.0.1:6379"
     publish_method: str = "fast"  # fast | materialize (Feast's stock path)
+    # Feast compute engine behind the stock `materialize` path: local | spark (spark.engine).
+    batch_engine: str = "local"
+    ttl_days: int = 7  # FeatureView ttl: an embedding older than this is not served
 
 
 @dataclass
@@ -130,6 +135,16 @@ class AirflowConfig:
     home: str = "var/airflow"
     start_date: str = "2026-01-01"
     spark_conn_id: str = "metaemb_spark"
+    # Added for the DAGs (dags/, metaemb/airflow_env.py):
+    daily_schedule: str = "@daily"  # cron or preset; the run is keyed on its logical date ({{ ds }})
+    retrain_schedule: str = "@weekly"  # "" = manual trigger only
+    catchup: bool = False
+    retries: int = 2  # per task, before the run fails
+    retry_delay_minutes: float = 5.0  # first retry delay; doubles up to 1 h
+    execution_timeout_minutes: float = 240.0  # a stuck spark-submit is killed after this
+    # Airflow pool (1 slot) shared by both DAGs so no two jobs write the Delta tables at once;
+    # `scripts/airflow.sh init` creates it. "" = Airflow's default_pool.
+    pool: str = "metaemb_lake"
 
 
 @dataclass
@@ -174,6 +189,7 @@ _CHOICES = {
     ("finetune", "device"): {"auto", "cpu", "cuda"},
     ("feast", "online_store"): {"sqlite", "redis"},
     ("feast", "publish_method"): {"fast", "materialize"},
+    ("feast", "batch_engine"): {"local", "spark"},
 }
 
 _POSITIVE = {
@@ -182,11 +198,12 @@ _POSITIVE = {
     ("model", "id_buckets"), ("train", "tasks_per_batch"), ("train", "task_lr"),
     ("train", "meta_lr"), ("train", "grad_clip"), ("finetune", "lr"),
     ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("data", "feature_ttl_days"),
+    ("feast", "ttl_days"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
 }
 _NON_NEGATIVE = {
     ("model", "item_buckets"), ("model", "item_dim"), ("train", "inner_steps"),
     ("train", "epochs"), ("train", "warmup_steps"), ("finetune", "steps"),
-    ("spark", "executor_gpus"), ("spark", "task_gpus"),
+    ("spark", "executor_gpus"), ("spark", "task_gpus"), ("airflow", "retries"),
 }
 
 

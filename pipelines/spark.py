@@ -44,6 +44,9 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.sql.sources.partitionOverwriteMode": "static",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Delta rebuilds table state with 50 partitions by default: pure overhead for a
+        # log of a few hundred commits, and it dominated small runs here.
+        "spark.databricks.delta.snapshotPartitions": str(max(2, cfg.spark.shuffle_partitions // 4)),
         # Python workers must run the same interpreter as the driver (the project venv).
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,

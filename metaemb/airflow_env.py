@@ -1,0 +1,493 @@
+"""Airflow for metaemb on one machine: environment, metadata DB, services, backfill.
+
+    python -m metaemb.airflow_env [--config PATH] COMMAND ...      (scripts/airflow.sh wraps it)
+
+    env                      print `export ...` lines (eval "$(scripts/airflow.sh env)")
+    init                     airflow db migrate (idempotent) + the [airflow] pool
+    dags-test DATE [DAG]     airflow dags test metaemb_daily DATE (in-process, no services)
+    start | stop | status    api-server + scheduler + dag-processor on free loopback ports
+    backfill FROM TO         airflow backfill create --dag-id metaemb_daily ... ; waits, reports
+                             per-date state (starts the services first if they are not running,
+                             and stops them after in that case)
+    airflow ARGS...          any airflow command in this environment
+
+Environment (each only when not already set, so a deployment's own settings win):
+AIRFLOW_HOME = [airflow] home (var/airflow), DAGs folder = dags/, no examples, LocalExecutor,
+SQLite metadata under AIRFLOW_HOME (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN selects e.g.
+Postgres; the URL and its password come from the environment, never from the config file),
+the Spark connection AIRFLOW_CONN_<[airflow] spark_conn_id> with [spark] master, the venv's
+bin/ on PATH (spark-submit), METAEMB_CONFIG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from metaemb import airflow_dags as wiring
+from metaemb import config as config_mod
+
+SERVICES = ("api-server", "scheduler", "dag-processor")
+LOCKED = ("database is locked", "could not obtain lock", "lock timeout")
+
+
+class AirflowEnvError(RuntimeError):
+    pass
+
+
+# --- environment ------------------------------------------------------------------------
+
+def home(cfg: config_mod.Config) -> Path:
+    return cfg.path(cfg.airflow.home).resolve()
+
+
+def _jwt_secret(h: Path) -> str:
+    """One random secret per AIRFLOW_HOME (0600 file), shared by api-server and workers."""
+    f = h / ".jwt_secret"
+    if not f.exists():
+        h.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    return f.read_text().strip()
+
+
+def airflow_env(cfg: config_mod.Config, base: dict[str, str] | None = None, *,
+                api_port: int | None = None) -> dict[str, str]:
+    """The full environment for airflow processes (base: os.environ)."""
+    env = dict(os.environ if base is None else base)
+    h = home(cfg)
+    h.mkdir(parents=True, exist_ok=True)
+    venv_bin = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if venv_bin not in path.split(os.pathsep):
+        env["PATH"] = venv_bin + (os.pathsep + path if path else "")
+    cfg_file = wiring.config_file(cfg)
+    defaults = {
+        "AIRFLOW_HOME": str(h),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(wiring.PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__API_AUTH__JWT_SECRET": _jwt_secret(h),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        wiring.connection_env_name(cfg.airflow.spark_conn_id): json.dumps(wiring.spark_connection(cfg)),
+    }
+    if "sqlite" in env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", defaults["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]):
+        # One writer at a time on SQLite: keep the executor small and wait on locks.
+        defaults["AIRFLOW__CORE__PARALLELISM"] = "2"
+    if cfg_file:
+        defaults["METAEMB_CONFIG"] = cfg_file
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    port = api_port or _recorded_port(h)
+    if port:
+        url = f"http://127.0.0.1:{port}"
+        env["AIRFLOW__API__HOST"] = "127.0.0.1"
+        env["AIRFLOW__API__PORT"] = str(port)
+        env["AIRFLOW__API__BASE_URL"] = url
+        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{url}/execution/"
+    return env
+
+
+def _recorded_port(h: Path) -> int | None:
+    f = h / "run" / "api-server.port"
+    return int(f.read_text()) if f.exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow(cfg: config_mod.Config, *args: str, env: dict[str, str] | None = None, check: bool = True,
+            capture: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run one `airflow ...` command in this environment."""
+    env = env or airflow_env(cfg)
+    exe = str(Path(sys.executable).parent / "airflow")
+    proc = subprocess.run([exe, *args], env=env, text=True, capture_output=capture, timeout=timeout,
+                          cwd=str(wiring.PROJECT_ROOT))
+    if check and proc.returncode != 0:
+        tail = ((proc.stdout or "") + (proc.stderr or ""))[-3000:] if capture else ""
+        raise AirflowEnvError(f"airflow {' '.join(args)} exited {proc.returncode}\n{tail}")
+    return proc
+
+
+def _with_lock_retry(fn, what: str, attempts: int = 8, delay: float = 3.0):
+    """Retry on SQLite 'database is locked' (the scheduler writes at the same time)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except AirflowEnvError as e:
+            if i + 1 < attempts and any(s in str(e).lower() for s in LOCKED):
+                print(f"[airflow] {what}: metadata DB locked, retrying in {delay:.0f}s ({i + 1}/{attempts})",
+                      flush=True)
+                time.sleep(delay)
+                continue
+            raise
+
+
+def init(cfg: config_mod.Config, env: dict[str, str] | None = None) -> None:
+    """`airflow db migrate` (a no-op when up to date) and the shared pool."""
+    env = env or airflow_env(cfg)
+    t = time.perf_counter()
+    _with_lock_retry(lambda: airflow(cfg, "db", "migrate", env=env, capture=True), "db migrate")
+    if cfg.airflow.pool:
+        _with_lock_retry(lambda: airflow(cfg, "pools", "set", cfg.airflow.pool, "1",
+                                         "metaemb: one writer of the Delta tables at a time",
+                                         env=env, capture=True), "pools set")
+    print(f"[airflow] metadata DB ready ({_db_label(env)}) in {time.perf_counter() - t:.1f}s", flush=True)
+
+
+def _db_label(env: dict[str, str]) -> str:
+    url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[-1]}"  # never print credentials
+
+
+# --- dags test ----------------------------------------------------------------------------
+
+def dags_test(cfg: config_mod.Config, date: str, dag_id: str = wiring.DAILY_DAG_ID) -> int:
+    env = airflow_env(cfg)
+    init(cfg, env)
+    t = time.perf_counter()
+    proc = airflow(cfg, "dags", "test", dag_id, date, env=env, check=False)
+    print(f"[airflow] dags test {dag_id} {date}: exit {proc.returncode} in {time.perf_counter() - t:.1f}s",
+          flush=True)
+    return proc.returncode
+
+
+# --- services -----------------------------------------------------------------------------
+
+def _run_dir(cfg) -> Path:
+    d = home(cfg) / "run"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _pid(cfg, name: str) -> int | None:
+    f = _run_dir(cfg) / f"{name}.pid"
+    if not f.exists():
+        return None
+    pid = int(f.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def running(cfg) -> dict[str, int | None]:
+    return {name: _pid(cfg, name) for name in SERVICES}
+
+
+def _health(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as r:
+            return json.loads(r.read())
+    except Exception:
+        return None
+
+
+def start(cfg: config_mod.Config, timeout: float = 180.0) -> int:
+    """Start api-server, scheduler and dag-processor (each in its own process group)."""
+    if all(running(cfg).values()):
+        port = _recorded_port(home(cfg))
+        print(f"[airflow] already running (api-server 127.0.0.1:{port})")
+        return port
+    stop(cfg, quiet=True)
+    port = free_port()
+    (_run_dir(cfg) / "api-server.port").write_text(str(port))
+    env = airflow_env(cfg, api_port=port)
+    init(cfg, env)
+    logs = home(cfg) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    exe = str(Path(sys.executable).parent / "airflow")
+    commands = {
+        "api-server": [exe, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        "scheduler": [exe, "scheduler"],
+        "dag-processor": [exe, "dag-processor"],
+    }
+    for name, cmd in commands.items():
+        with open(logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=str(wiring.PROJECT_ROOT))
+        (_run_dir(cfg) / f"{name}.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = [n for n, p in running(cfg).items() if p is None]
+        if dead:
+            stop(cfg, quiet=True)
+            raise AirflowEnvError(f"{', '.join(dead)} exited at start; see {logs}/<name>.log")
+        h = _health(port)
+        if h and h.get("metadatabase", {}).get("status") == "healthy":
+            print(f"[airflow] api-server http://127.0.0.1:{port}, scheduler, dag-processor running "
+                  f"(logs {logs})", flush=True)
+            return port
+        time.sleep(1.0)
+    stop(cfg, quiet=True)
+    raise AirflowEnvError(f"api-server did not answer on 127.0.0.1:{port} within {timeout:.0f}s; see {logs}")
+
+
+def stop(cfg: config_mod.Config, quiet: bool = False, timeout: float = 30.0) -> None:
+    """SIGTERM each service's process group (the ones start() made), SIGKILL after timeout."""
+    for name in reversed(SERVICES):
+        pid = _pid(cfg, name)
+        pidfile = _run_dir(cfg) / f"{name}.pid"
+        if pid is None:
+            pidfile.unlink(missing_ok=True)
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pidfile.unlink(missing_ok=True)
+        if not quiet:
+            print(f"[airflow] {name} stopped (pid {pid})", flush=True)
+    (_run_dir(cfg) / "api-server.port").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of another parent still answers kill(0): look at its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def status(cfg) -> int:
+    state = running(cfg)
+    port = _recorded_port(home(cfg))
+    for name, pid in state.items():
+        print(f"{name}: {'running (pid %d)' % pid if pid else 'not running'}")
+    if port:
+        print(f"api-server health: {_health(port)}")
+    return 0 if all(state.values()) else 3
+
+
+# --- backfill -----------------------------------------------------------------------------
+
+def _orm(env: dict[str, str]):
+    """Import Airflow's ORM in this process, configured by env (only once per process)."""
+    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
+        raise AirflowEnvError("Airflow is already imported with another AIRFLOW_HOME in this process")
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "METAEMB"))})
+    from airflow.models.backfill import Backfill
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    return Backfill, DagRun, TaskInstance, create_session
+
+
+def _expected_dates(from_date: dt.date, to_date: dt.date) -> list[dt.date]:
+    return [from_date + dt.timedelta(days=i) for i in range((to_date - from_date).days + 1)]
+
+
+def backfill(cfg: config_mod.Config, from_date: dt.date, to_date: dt.date, *, dag_id: str = wiring.DAILY_DAG_ID,
+             timeout: float = 3600.0, reprocess: str = "completed") -> dict[str, str]:
+    """`airflow backfill create` for [from, to], wait for every run, return {date: state}."""
+    started_here = not all(running(cfg).values())
+    port = start(cfg) if started_here else _recorded_port(home(cfg))
+    env = airflow_env(cfg, api_port=port)
+    Backfill, DagRun, TaskInstance, create_session = _orm(env)
+    from sqlalchemy import func, select
+
+    t0 = time.perf_counter()
+    try:
+        # The dag-processor must have serialized the DAG before a backfill can be created.
+        args = ["backfill", "create", "--dag-id", dag_id, "--from-date", from_date.isoformat(),
+                "--to-date", to_date.isoformat(), "--reprocess-behavior", reprocess]
+        deadline = time.monotonic() + 180
+        backfill_id = None
+        while backfill_id is None:
+            before = _latest_backfill_id(create_session, Backfill, dag_id)
+            proc = airflow(cfg, *args, env=env, check=False, capture=True)
+            out = (proc.stdout or "") + (proc.stderr or "")
+            backfill_id = _latest_backfill_id(create_session, Backfill, dag_id)
+            if proc.returncode == 0 and backfill_id != before:
+                break
+            low = out.lower()
+            if backfill_id != before and any(s in low for s in LOCKED):
+                # Created, then a lock error: keep it only if all its runs exist, else drop it.
+                n = _count_runs(create_session, DagRun, backfill_id, func, select)
+                if n == len(_expected_dates(from_date, to_date)):
+                    break
+                _drop_backfill(create_session, Backfill, DagRun, backfill_id)
+            backfill_id = None
+            retriable = any(s in low for s in LOCKED) or "could not find dag" in low or "not found" in low
+            if not retriable or time.monotonic() > deadline:
+                raise AirflowEnvError(f"airflow {' '.join(args)} failed (exit {proc.returncode}):\n{out[-3000:]}")
+            why = "metadata DB locked" if any(s in low for s in LOCKED) else "DAG not parsed yet"
+            print(f"[airflow] backfill create: {why}; retrying", flush=True)
+            time.sleep(3.0)
+        print(f"[airflow] backfill {backfill_id} created for {dag_id} {from_date}..{to_date}", flush=True)
+        states = _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout)
+    finally:
+        if started_here:
+            stop(cfg)
+    seconds = time.perf_counter() - t0
+    for day, state in states.items():
+        print(f"  {day}: {state}")
+    ok = sum(s == "success" for s in states.values())
+    print(f"[airflow] backfill {dag_id} {from_date}..{to_date}: {ok}/{len(states)} succeeded in {seconds:.0f}s",
+          flush=True)
+    return states
+
+
+def _latest_backfill_id(create_session, Backfill, dag_id: str):
+    from sqlalchemy import func, select
+
+    with create_session() as s:
+        return s.scalar(select(func.max(Backfill.id)).where(Backfill.dag_id == dag_id))
+
+
+def _count_runs(create_session, DagRun, backfill_id, func, select) -> int:
+    with create_session() as s:
+        return s.scalar(select(func.count()).select_from(DagRun).where(DagRun.backfill_id == backfill_id)) or 0
+
+
+def _drop_backfill(create_session, Backfill, DagRun, backfill_id) -> None:
+    from sqlalchemy import delete
+
+    from airflow.models.backfill import BackfillDagRun
+
+    with create_session() as s:
+        s.execute(delete(BackfillDagRun).where(BackfillDagRun.backfill_id == backfill_id))
+        s.execute(delete(DagRun).where(DagRun.backfill_id == backfill_id))
+        s.execute(delete(Backfill).where(Backfill.id == backfill_id))
+
+
+def _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout: float) -> dict[str, str]:
+    from sqlalchemy import select
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            with create_session() as s:
+                done = s.scalar(select(Backfill.completed_at).where(Backfill.id == backfill_id))
+                runs = s.execute(select(DagRun.logical_date, DagRun.state)
+                                 .where(DagRun.backfill_id == backfill_id)
+                                 .order_by(DagRun.logical_date)).all()
+        except Exception as e:  # noqa: BLE001 - a locked SQLite read: try again
+            if any(x in str(e).lower() for x in LOCKED):
+                time.sleep(2.0)
+                continue
+            raise
+        states = {ld.date().isoformat(): str(getattr(st, "value", st)) for ld, st in runs}
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(_counts(states).items()))
+        if summary != last:
+            print(f"[airflow] backfill {backfill_id}: {summary}", flush=True)
+            last = summary
+        terminal = all(v in ("success", "failed") for v in states.values())
+        if done is not None and terminal:
+            return states
+        if time.monotonic() > deadline:
+            raise AirflowEnvError(f"backfill {backfill_id} not complete after {timeout:.0f}s: {states}")
+        time.sleep(3.0)
+
+
+def _counts(states: dict[str, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in states.values():
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+# --- command line -------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/airflow.sh", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="metaemb TOML config (default: $METAEMB_CONFIG / ./metaemb.toml)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("env", help="print export lines for this environment")
+    sub.add_parser("init", help="airflow db migrate + pool (idempotent)")
+    t = sub.add_parser("dags-test", help="airflow dags test DAG DATE, in-process")
+    t.add_argument("date")
+    t.add_argument("dag_id", nargs="?", default=wiring.DAILY_DAG_ID)
+    sub.add_parser("start", help="start api-server, scheduler, dag-processor on loopback")
+    sub.add_parser("stop", help="stop them")
+    sub.add_parser("status", help="are they running")
+    b = sub.add_parser("backfill", help="airflow backfill create FROM..TO, wait, report per date")
+    b.add_argument("from_date", type=dt.date.fromisoformat)
+    b.add_argument("to_date", type=dt.date.fromisoformat)
+    b.add_argument("--dag-id", default=wiring.DAILY_DAG_ID)
+    b.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for completion")
+    b.add_argument("--reprocess-behavior", default="completed", choices=("none", "failed", "completed"),
+                   help="dates that already ran: rerun all (completed, the default), failed only, or none")
+    a = sub.add_parser("airflow", help="run any airflow command in this environment")
+    a.add_argument("args", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    cfg = config_mod.load(args.config)
+    if args.config:
+        cfg_path = str(Path(args.config).resolve())
+        os.environ["METAEMB_CONFIG"] = cfg_path
+    try:
+        if args.cmd == "env":
+            env = airflow_env(cfg)
+            keys = sorted(k for k in env if k.startswith(("AIRFLOW", "METAEMB")) and k != "AIRFLOW__API_AUTH__JWT_SECRET")
+            for k in keys + ["PATH"]:
+                print(f"export {k}={shlex.quote(env[k])}")
+            return 0
+        if args.cmd == "init":
+            init(cfg)
+            return 0
+        if args.cmd == "dags-test":
+            return dags_test(cfg, args.date, args.dag_id)
+        if args.cmd == "start":
+            start(cfg)
+            return 0
+        if args.cmd == "stop":
+            stop(cfg)
+            return 0
+        if args.cmd == "status":
+            return status(cfg)
+        if args.cmd == "backfill":
+            states = backfill(cfg, args.from_date, args.to_date, dag_id=args.dag_id, timeout=args.timeout,
+                              reprocess=args.reprocess_behavior)
+            return 0 if states and all(s == "success" for s in states.values()) else 1
+        if args.cmd == "airflow":
+            return airflow(cfg, *args.args, check=False).returncode
+    except AirflowEnvError as e:
+        print(f"[airflow] error: {e}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""`metaemb` command line: the same entry points the Airflow DAGs call.
+
+Every command reads one config (--config PATH, else $METAEMB_CONFIG, else ./metaemb.toml,
+else the built-in defaults: Spark local[*], Delta under var/lake, Feast on SQLite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from metaemb import config as config_mod
+
+log = logging.getLogger("metaemb")
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+# --- commands -------------------------------------------------------------------------
+
+def cmd_generate(args, cfg) -> int:
+    from metaemb.synthetic import SyntheticSpec, generate
+
+    spec = SyntheticSpec(users=args.users, items=args.items, days=args.days, end_date=args.end_date,
+                         mean_events_per_user=args.events_per_user, seed=args.seed,
+                         snapshot_every_days=args.snapshot_every)
+    t = time.perf_counter()
+    counts = generate(args.out, spec, progress=_say)
+    _say(f"wrote {args.out}/interactions.parquet ({counts['interactions']:,} rows) and "
+         f"{args.out}/entity_features.parquet ({counts['entity_features']:,} rows): {counts['users']:,} users, "
+         f"{counts['first_date']} .. {counts['last_date']} in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
+def cmd_validate(args, cfg) -> int:
+    from pipelines.contract import validate_inputs
+
+    inter = cfg.path(args.interactions or cfg.data.interactions)
+    feats_value = args.features if args.features is not None else cfg.data.entity_features
+    reports = validate_inputs(cfg, inter, cfg.path(feats_value) if feats_value else None)
+    ok = True
+    for r in reports:
+        for line in r.lines():
+            print(line, file=sys.stdout if r.ok else sys.stderr)
+        ok &= r.ok
+        if r.ok:
+            used = "; ".join(f"{k}: {', '.join(v) or '(none)'}" for k, v in r.used_columns.items())
+            _say(f"{r.path}: OK" + (f", {r.rows:,} rows" if r.rows else "") + (f" ({used})" if used else ""))
+    return 0 if ok else 2
+
+
+def _inputs(args, cfg):
+    from pipelines.labeled import resolve_inputs
+
+    return resolve_inputs(cfg, getattr(args, "interactions", None), getattr(args, "features", None))
+
+
+def cmd_run(args, cfg) -> int:
+    from pipelines.daily import STAGES, run_daily
+    from pipelines.spark import get_spark
+
+    stages = tuple(args.stages.split(",")) if args.stages else STAGES
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
+    inputs = _inputs(args, cfg)  # schema faults stop here, before Spark starts
+    spark = get_spark(cfg)
+    for day in _dates(args):
+        run_daily(spark, cfg, day, inputs, stages=stages, model_version=args.model_version,
+                  allow_empty_day=args.allow_empty_day, progress=_say)
+    return 0
+
+
+def _dates(args) -> list[dt.date]:
+    end = args.to_date or args.date
+    days = (end - args.date).days
+    if days < 0:
+        raise SystemExit("--to-date is before --date")
+    return [args.date + dt.timedelta(days=i) for i in range(days + 1)]
+
+
+def cmd_train(args, cfg) -> int:
+    from pipelines import labeled, samples
+    from pipelines import train as train_job
+    from pipelines.daily import describe
+    from pipelines.spark import get_spark
+
+    inputs = _inputs(args, cfg)
+    spark = get_spark(cfg)
+    if not args.skip_prepare:
+        for stage in (labeled, samples):
+            result = (stage.run(spark, cfg, inputs, args.date) if stage is labeled else stage.run(spark, cfg, args.date))
+            _say(f"[{args.date}] {result['stage']}: {describe(result)}")
+    result = train_job.run(spark, cfg, args.date, inputs, progress=_say)
+    _say(f"trained {cfg.train.mode} on {result['tasks']:,} tasks in {result['seconds']:.1f}s -> model version "
+         f"{result['model_version']} ({result['checkpoint']})")
+    return 0
+
+
+def cmd_lookup(args, cfg) -> int:
+    import numpy as np
+
+    from pipelines.publish import lookup
+
+    keys = list(cfg.data.task_key)
+    rows = [dict(zip(keys, k.split(","))) for k in args.keys]
+    if any(len(r) != len(keys) for r in rows):
+        raise SystemExit(f"each key must give {len(keys)} comma-separated value(s) for {keys}")
+    df = lookup(cfg, rows)
+    for _, row in df.iterrows():
+        emb = row.get("embedding")
+        shown = "(none: no embedding published)" if emb is None else \
+            "[" + ", ".join(f"{x:+.3f}" for x in np.asarray(emb)[: args.show]) + (", ...]" if len(emb) > args.show else "]")
+        key = ",".join(str(row[k]) for k in keys)
+        _say(f"{key}: n_samples={row.get('n_samples')} model={row.get('model_version')} embedding={shown}")
+    return 0
+
+
+def cmd_status(args, cfg) -> int:
+    from metaemb.status import status
+
+    return status(cfg, as_json=args.json, expect_date=args.expect_date, progress=_say)
+
+
+def cmd_apply(args, cfg) -> int:
+    from pipelines.publish import apply
+
+    apply(cfg)
+    _say(f"feast apply: project {cfg.feast.project}, online store {cfg.feast.online_store}")
+    return 0
+
+
+def cmd_demo(args, cfg) -> int:
+    from metaemb.demo import demo
+
+    return demo(cfg, users=args.users, days=args.days, daily_runs=args.daily_runs, fresh=args.fresh, progress=_say)
+
+
+def cmd_evaluate(args, cfg) -> int:
+    return importlib.import_module("metaemb.commands.evaluate").run(args, cfg)
+
+
+def cmd_bench(args, cfg) -> int:
+    if args.bench == "finetune":
+        return importlib.import_module("metaemb.bench_finetune").run(args)
+    return importlib.import_module("metaemb.bench_pipeline").run(args, cfg)
+
+
+# --- parser ---------------------------------------------------------------------------
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interactions", help="interactions file or folder (Parquet, CSV or Delta); overrides config")
+    p.add_argument("--features", help="entity features file or folder; overrides config ('' = none)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metaemb",
+        description="Daily LiMAML meta embeddings: Spark + Delta -> per-task fine-tune -> Feast.",
+        epilog="Config: --config PATH, else $METAEMB_CONFIG, else ./metaemb.toml, else built-in defaults.")
+    parser.add_argument("--config", help="TOML config file (see metaemb.toml.example)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="generate data, train, run the daily job for a few dates, show Feast lookups",
+                       description="End to end on the embedded defaults: synthetic data -> train -> "
+                                   "daily runs -> Feast online store -> lookups and a summary.")
+    p.add_argument("--users", type=int, default=3000, help="synthetic tasks (users) (default 3000)")
+    p.add_argument("--days", type=int, default=30, help="days of synthetic history (default 30)")
+    p.add_argument("--daily-runs", type=int, default=3, help="daily runs over the last dates (default 3)")
+    p.add_argument("--fresh", action="store_true", help="delete var/ state of earlier demos first")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate", help="write a synthetic data set with planted per-task preferences",
+                       description="Writes OUT/interactions.parquet and OUT/entity_features.parquet.")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--items", type=int, default=2000)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--end-date", type=_date, default=dt.date(2026, 10, 30), help="last day with events")
+    p.add_argument("--events-per-user", type=float, default=30.0, help="mean interactions per user")
+    p.add_argument("--snapshot-every", type=int, default=1, help="days between entity feature snapshots")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("validate", help="check input files against the data contract (no Spark)",
+                       description="Exit 0 when usable (row faults are listed with counts: a run quarantines "
+                                   "them); exit 2 with one line per problem when not.")
+    _input_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="one daily run (the same code the Airflow DAG runs)",
+                       description="Stages: labeled -> samples -> embed -> publish -> check; each replaces "
+                                   "exactly its date's partition, so reruns are idempotent.")
+    p.add_argument("--date", type=_date, required=True, help="run date YYYY-MM-DD (the logical date)")
+    p.add_argument("--to-date", type=_date, help="run every date from --date to this one, in order")
+    p.add_argument("--stages", help="comma-separated subset of stages (default: all)")
+    p.add_argument("--model-version", help="checkpoint version (default: the latest trained)")
+    p.add_argument("--allow-empty-day", action="store_true", help="do not fail when the date has no events")
+    _input_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="train the model (Algorithm 2a) on the window ending --date",
+                       description="Builds labeled_interactions and task_samples for --date, trains "
+                                   "[train] mode, writes a checkpoint whose content hash is the model version.")
+    p.add_argument("--date", type=_date, required=True)
+    p.add_argument("--skip-prepare", action="store_true", help="task_samples for --date already exist")
+    _input_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="the paper's evaluation protocol (Table 3) on an interactions file")
+    try:
+        importlib.import_module("metaemb.commands.evaluate").add_arguments(p)
+    except ImportError as e:  # the model package is missing pieces: say so when asked
+        p.set_defaults(import_error=str(e))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("lookup", help="read embeddings from the Feast online store",
+                       description="KEY is the task key value (comma-separated for composite keys).")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("--show", type=int, default=6, help="embedding values to print (default 6)")
+    p.set_defaults(func=cmd_lookup)
+
+    p = sub.add_parser("apply", help="feast apply: register the feature repo from config")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("status", help="per-date stage completion, row counts, freshness; non-zero when stale")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--expect-date", type=_date, help="the latest date that should be published (default: yesterday)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("bench", help="benchmarks: finetune (model throughput) or pipeline (the daily job)")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    b = bench.add_parser("finetune", help="batched fine-tune vs a per-task loop vs this machine's GEMM rate")
+    try:
+        importlib.import_module("metaemb.bench_finetune").add_arguments(b)
+    except ImportError as e:
+        b.set_defaults(import_error=str(e))
+    b = bench.add_parser("pipeline", help="the full daily job on N synthetic tasks: time, rows/s, memory")
+    try:
+        importlib.import_module("metaemb.bench_pipeline").add_arguments(b)
+    except ImportError as e:
+        b.set_defaults(import_error=str(e))
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("py4j", "feast", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if getattr(args, "import_error", None):
+        print(f"metaemb {args.command}: unavailable ({args.import_error})", file=sys.stderr)
+        return 2
+    from models import CheckpointError
+    from pipelines.contract import InputError
+
+    try:
+        cfg = config_mod.load(args.config)
+        return args.func(args, cfg) or 0
+    except (config_mod.ConfigError, InputError, CheckpointError, ValueError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"metaemb {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

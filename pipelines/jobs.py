@@ -1,0 +1,45 @@
+"""spark-submit application: one stage of the daily job for one date.
+
+    spark-submit pipelines/jobs.py --stage embed --date 2026-10-30 [--config metaemb.toml]
+
+Airflow's SparkSubmitOperator launches this file; `metaemb run` calls the same
+pipelines.daily.run_stage in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+
+# spark-submit runs this file as a script: make the project importable without installing.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from metaemb import config as config_mod  # noqa: E402
+from pipelines.daily import STAGES, describe, run_stage  # noqa: E402
+from pipelines.labeled import resolve_inputs  # noqa: E402
+from pipelines.spark import get_spark  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date (logical date)")
+    parser.add_argument("--config", help="TOML config (default: $METAEMB_CONFIG / ./metaemb.toml / defaults)")
+    parser.add_argument("--model-version")
+    parser.add_argument("--allow-empty-day", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_mod.load(args.config)
+    inputs = resolve_inputs(cfg)
+    spark = get_spark(cfg, app_name=f"metaemb-{args.stage}-{args.date}")
+    result = run_stage(spark, cfg, args.stage, args.date, inputs, model_version=args.model_version,
+                       allow_empty_day=args.allow_empty_day)
+    print(f"[{args.date}] {args.stage}: {describe(result)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Stage 1, labeled_interactions: interactions joined point-in-time with entity features.
+
+For each event, the entity's latest feature snapshot at or before the event time (never
+after, and no older than feature_ttl_days). Implemented as an as-of join: events and
+snapshots are unioned per task key, sorted by time (a snapshot sorts before an event at the
+same instant), and each event takes the last snapshot seen. That is one shuffle, with no
+events x snapshots blow-up.
+
+Partitioned by event_date. A run for date D (re)computes D plus any date of its window that
+no earlier run computed, so the first run fills the window and later runs add one day.
+Row-level faults go to the quarantine table with a reason instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from metaemb.config import Config
+from pipelines import contract as C
+from pipelines import lake, tables
+
+log = logging.getLogger(__name__)
+STAGE = "labeled"
+
+
+class EmptyDayError(ValueError):
+    """The run date has no interactions at all: usually a broken upstream export."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    interactions: Path
+    features: Path | None
+    context_columns: tuple[str, ...]
+    meta_columns: tuple[str, ...]
+
+
+def resolve_inputs(cfg: Config, interactions: str | None = None, features: str | None = None) -> Inputs:
+    """Input paths (CLI overrides win over config), schema-checked before any Spark work."""
+    inter = cfg.path(interactions or cfg.data.interactions)
+    feats_value = features if features is not None else cfg.data.entity_features
+    feats = cfg.path(feats_value) if feats_value else None
+    context, meta = C.require_valid(cfg, inter, feats)
+    return Inputs(inter, feats, tuple(context), tuple(meta))
+
+
+def window_dates(cfg: Config, run_date: dt.date) -> list[dt.date]:
+    return [run_date - dt.timedelta(days=i) for i in range(cfg.pipeline.window_days - 1, -1, -1)]
+
+
+def _float_array(columns) -> F.Column:
+    if not columns:
+        return F.array().cast("array<float>")
+    return F.array(*[F.col(c).cast("float") for c in columns])
+
+
+def _fault_reason(keys: list[str], context: tuple[str, ...]) -> F.Column:
+    any_null_key = F.lit(False)
+    for k in keys:
+        any_null_key = any_null_key | F.col(k).isNull()
+    non_finite = F.lit(False)
+    for c in context:
+        v = F.col(c).cast("double")
+        non_finite = non_finite | v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))
+    label = F.col(C.LABEL).cast("double")
+    dup_window = Window.partitionBy(*keys, C.ITEM_ID, C.EVENT_TS).orderBy(F.lit(1))
+    return (F.when(any_null_key, C.NULL_KEY)
+             .when(F.col(C.EVENT_TS).isNull(), C.BAD_TIMESTAMP)
+             .when(label.isNull() | ~label.isin(0.0, 1.0), C.BAD_LABEL)
+             .when(non_finite, C.NON_FINITE)
+             .when(F.col(C.EVENT_TS) > F.current_timestamp(), C.FUTURE)
+             .when(F.row_number().over(dup_window) > 1, C.DUPLICATE))
+
+
+def _as_of_join(cfg: Config, events: DataFrame, features: DataFrame | None, keys: list[str],
+                meta: tuple[str, ...]) -> DataFrame:
+    dim = len(meta)
+    if features is None or dim == 0:
+        return events.withColumn("meta", F.array().cast("array<float>"))
+    snaps = features.select(*[F.col(k).cast("string").alias(k) for k in keys],
+                            F.col(C.FEATURE_TS).alias("_t"), F.lit(0).alias("_kind"),
+                            _float_array(meta).alias("_meta"), F.col(C.FEATURE_TS).alias("_meta_ts"))
+    evs = events.withColumn("_t", F.col(C.EVENT_TS)).withColumn("_kind", F.lit(1))
+    w = Window.partitionBy(*keys).orderBy("_t", "_kind").rowsBetween(Window.unboundedPreceding, 0)
+    ttl = cfg.data.feature_ttl_days * 86400
+    joined = (evs.unionByName(snaps, allowMissingColumns=True)
+              .withColumn("_meta", F.last("_meta", ignorenulls=True).over(w))
+              .withColumn("_meta_ts", F.last("_meta_ts", ignorenulls=True).over(w))
+              .where(F.col("_kind") == 1))
+    fresh = F.col("_meta_ts").isNotNull() & (
+        F.unix_timestamp(C.EVENT_TS) - F.unix_timestamp("_meta_ts") <= ttl)
+    zeros = F.array_repeat(F.lit(0.0).cast("float"), dim)
+    return (joined.withColumn("meta", F.when(fresh, F.col("_meta")).otherwise(zeros))
+            .withColumn("has_features", fresh)
+            .drop("_t", "_kind", "_meta", "_meta_ts"))
+
+
+def build(spark: SparkSession, cfg: Config, inputs: Inputs, dates: list[dt.date]) -> tuple[DataFrame, DataFrame]:
+    """(labeled rows, quarantined rows) for the given event dates."""
+    keys = list(cfg.data.task_key)
+    lo, hi = min(dates), max(dates)
+    raw = lake.read_input(spark, inputs.interactions)
+    raw = raw.withColumn("event_date", F.to_date(C.EVENT_TS))
+    in_scope = raw.where(F.col("event_date").isin(list(dates)) | F.col(C.EVENT_TS).isNull())
+    checked = in_scope.withColumn("_fault", _fault_reason(keys, inputs.context_columns)).cache()
+    quarantine = checked.where(F.col("_fault").isNotNull()).select(
+        F.col("_fault").alias("reason"),
+        F.to_json(F.struct(*[F.col(c) for c in raw.columns if c != "event_date"])).alias("row"),
+        F.lit(str(inputs.interactions)).alias("source"))
+    good = checked.where(F.col("_fault").isNull()).select(
+        *[F.col(k).cast("string").alias(k) for k in keys],
+        F.col(C.ITEM_ID).cast("string").alias(C.ITEM_ID),
+        F.xxhash64(F.col(C.ITEM_ID).cast("string")).alias("item_hash"),
+        F.col(C.EVENT_TS), F.col(C.LABEL).cast("float").alias(C.LABEL),
+        _float_array(inputs.context_columns).alias("context"), "event_date")
+    features = None
+    if inputs.features is not None and inputs.meta_columns:
+        start = dt.datetime.combine(lo, dt.time(), dt.timezone.utc) - dt.timedelta(days=cfg.data.feature_ttl_days)
+        end = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        features = lake.read_input(spark, inputs.features).where(
+            (F.col(C.FEATURE_TS) >= F.lit(start)) & (F.col(C.FEATURE_TS) < F.lit(end)))
+    return _as_of_join(cfg, good, features, keys, inputs.meta_columns), quarantine
+
+
+def run(spark: SparkSession, cfg: Config, inputs: Inputs, run_date: dt.date, *, allow_empty_day: bool = False) -> dict:
+    done = lake.completed_dates(spark, cfg, STAGE)
+    dates = sorted({run_date, *(d for d in window_dates(cfg, run_date) if d not in done)})
+    with lake.Timer() as t:
+        labeled, quarantine = build(spark, cfg, inputs, dates)
+        labeled = labeled.cache()
+        per_date = {r.event_date: r["count"] for r in labeled.groupBy("event_date").count().collect()}
+        if not per_date.get(run_date) and not allow_empty_day:
+            raise EmptyDayError(
+                f"{inputs.interactions}: 0 usable interactions on run date {run_date} "
+                f"(dates with data in this window: {len(per_date)}); refusing to publish a day built on "
+                "stale data. Check the upstream export, or pass --allow-empty-day.")
+        lake.replace_partitions(labeled, cfg, tables.LABELED_INTERACTIONS, "event_date", dates)
+        q = quarantine.withColumn("run_date", F.lit(run_date)).cache()
+        q_counts = {r.reason: r["count"] for r in q.groupBy("reason").count().collect()}
+        if q_counts or lake.table_exists(cfg, tables.QUARANTINE):
+            lake.replace_partitions(q, cfg, tables.QUARANTINE, "run_date", [run_date])
+        no_features = labeled.where(~F.col("has_features")).count() if "has_features" in labeled.columns else 0
+        labeled.unpersist()
+        q.unpersist()
+    rows = sum(per_date.values())
+    lake.log_stage(spark, cfg, STAGE, {d: per_date.get(d, 0) for d in dates}, t.seconds,
+                   f"run_date={run_date} quarantined={sum(q_counts.values())}")
+    return {"stage": STAGE, "rows": rows, "dates_computed": len(dates), "seconds": t.seconds,
+            "quarantined": q_counts, "rows_without_features": no_features}

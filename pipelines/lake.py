@@ -1,0 +1,70 @@
+"""Reading inputs and reading/writing the pipeline's Delta tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from metaemb.config import Config
+from pipelines import tables
+from pipelines.contract import input_format
+
+
+def read_input(spark: SparkSession, path: Path) -> DataFrame:
+    fmt = input_format(path)
+    if fmt == "csv":
+        return spark.read.option("header", True).option("inferSchema", True).csv(str(path))
+    return spark.read.format(fmt).load(str(path))
+
+
+def table_exists(cfg: Config, name: str) -> bool:
+    return (cfg.table_path(name) / "_delta_log").is_dir()
+
+
+def read_table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
+    return spark.read.format("delta").load(str(cfg.table_path(name)))
+
+
+def sql_date(d: dt.date) -> str:
+    return f"DATE'{d.isoformat()}'"
+
+
+def replace_partitions(df: DataFrame, cfg: Config, name: str, column: str, dates: list[dt.date]) -> None:
+    """Overwrite exactly the given date partitions in one atomic Delta commit.
+
+    A rerun of a date replaces that date and nothing else; a crash before the commit
+    leaves the table as it was (Delta's log is the switch).
+    """
+    predicate = f"{column} IN ({', '.join(sql_date(d) for d in sorted(set(dates)))})"
+    (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+       .partitionBy(column).save(str(cfg.table_path(name))))
+
+
+def log_stage(spark: SparkSession, cfg: Config, stage: str, rows_by_date: dict[dt.date, int],
+              seconds: float, detail: str = "") -> None:
+    """Append completion records (one per date) to the stage_log table (read by `metaemb status`)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [(stage, d, int(n), float(seconds), detail, now) for d, n in sorted(rows_by_date.items())]
+    df = spark.createDataFrame(rows, "stage string, run_date date, rows long, seconds double, detail string, "
+                                    "completed_at timestamp")
+    df.write.format("delta").mode("append").save(str(cfg.table_path(tables.STAGE_LOG)))
+
+
+def completed_dates(spark: SparkSession, cfg: Config, stage: str) -> set[dt.date]:
+    if not table_exists(cfg, tables.STAGE_LOG):
+        return set()
+    rows = read_table(spark, cfg, tables.STAGE_LOG).where(F.col("stage") == stage).select("run_date").distinct()
+    return {r.run_date for r in rows.collect()}
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,53 @@
+"""Retraining (Algorithm 2a) on one run date's task_samples: support/query split per task."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from metaemb.config import Config
+from pipelines import lake, tables
+from pipelines.embed import task_batch
+from pipelines.labeled import Inputs
+
+log = logging.getLogger(__name__)
+STAGE = "train"
+
+
+def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs):
+    rows = (lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
+            .where(F.col("n_samples") >= 2).orderBy("task_hash"))
+    table = rows.toArrow()
+    if table.num_rows == 0:
+        raise ValueError(f"task_samples has no task with >= 2 samples for {run_date}: run `metaemb run "
+                         f"--date {run_date} --stages labeled,samples` first")
+    batch = pa.concat_tables([table]).combine_chunks().to_batches()[0]
+    return task_batch(batch, len(inputs.meta_columns), len(inputs.context_columns), with_split=True)
+
+
+def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, progress=print) -> dict:
+    from models import ModelSpec, load_checkpoint, save_checkpoint, train
+
+    with lake.Timer() as t:
+        data = load_tasks(spark, cfg, run_date, inputs)
+        spec = ModelSpec.from_config(cfg.model, len(inputs.meta_columns), len(inputs.context_columns))
+        # 10% of tasks (by hash order, so deterministic) held out to report validation figures.
+        n = len(data.lengths)
+        hold = np.zeros(n, dtype=bool)
+        hold[:: 10] = n >= 20
+        take = lambda m: type(data)(**{k: (v[m] if v is not None else None) for k, v in vars(data).items()})  # noqa: E731
+        init = None
+        if cfg.train.warm_start:
+            init = load_checkpoint(cfg.path(cfg.train.warm_start), expect=spec)
+        ckpt = train(spec, cfg.train, take(~hold), valid=take(hold) if hold.any() else None, init=init,
+                     meta_columns=list(inputs.meta_columns), context_columns=list(inputs.context_columns),
+                     progress=progress)
+        path = save_checkpoint(ckpt, cfg.path(cfg.model.checkpoint_dir))
+    lake.log_stage(spark, cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
+    return {"stage": STAGE, "tasks": n, "seconds": t.seconds, "model_version": ckpt.version,
+            "checkpoint": str(path), "metrics": ckpt.metrics}
