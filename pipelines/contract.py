@@ -153,7 +153,11 @@ def _missing(report: InputReport, schema: pa.Schema, column: str, role: str) -> 
 
 def _expect(report: InputReport, schema: pa.Schema, column: str, allowed: set[str], what: str) -> None:
     kind = _kind(schema.field(column).type)
-    if kind == "timestamp_naive" and "timestamp" in allowed:
+    if kind.startswith("timestamp") and schema.field(column).type.unit == "ns":
+        report.problems.append(f"{report.path}: column '{column}': nanosecond timestamps "
+                               f"({schema.field(column).type}) cannot be read by Spark; write micro- or "
+                               "milliseconds, e.g. pandas to_parquet(..., coerce_timestamps='us')")
+    elif kind == "timestamp_naive" and "timestamp" in allowed:
         report.problems.append(f"{report.path}: column '{column}': timestamp without time zone "
                                f"({schema.field(column).type}); write UTC timestamps (tz-aware, or ISO-8601 with 'Z')")
     elif kind not in allowed:
