@@ -115,7 +115,7 @@ def cmd_train(args, cfg) -> int:
 def cmd_lookup(args, cfg) -> int:
     import numpy as np
 
-    from pipelines.publish import lookup
+    from pipelines.feast_store import lookup
 
     keys = list(cfg.data.task_key)
     rows = [dict(zip(keys, k.split(","))) for k in args.keys]
@@ -138,7 +138,7 @@ def cmd_status(args, cfg) -> int:
 
 
 def cmd_apply(args, cfg) -> int:
-    from pipelines.publish import apply
+    from pipelines.feast_store import apply
 
     apply(cfg)
     _say(f"feast apply: project {cfg.feast.project}, online store {cfg.feast.online_store}")

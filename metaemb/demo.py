@@ -18,7 +18,7 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     from pipelines import labeled, samples
     from pipelines import train as train_job
     from pipelines.daily import describe, run_daily
-    from pipelines.publish import apply, lookup
+    from pipelines.feast_store import apply, lookup
     from pipelines.spark import get_spark
 
     started = time.perf_counter()

@@ -41,7 +41,7 @@ def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
 
 def check(spark: SparkSession, cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
     """The day is complete: one embedding per task, all finite, and the online store serves them."""
-    from pipelines.publish import lookup
+    from pipelines.feast_store import lookup
 
     on_day = lambda name: lake.read_table(spark, cfg, name).where(F.col("run_date") == F.lit(run_date))  # noqa: E731
     tasks = on_day(tables.TASK_SAMPLES).count()

@@ -125,7 +125,11 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, ckpt) -> dict:
         samples = lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.pipeline.finetune_batch_tasks))
         threads = int(spark.conf.get("spark.task.cpus", "1"))
-        embedded = (samples.repartition(cfg.pipeline.task_buckets)
+        # Never more partitions than full batches: each one costs a Python worker its torch
+        # import and a model copy, which dominated small runs.
+        tasks = samples.count()
+        buckets = max(1, min(cfg.pipeline.task_buckets, -(-tasks // cfg.pipeline.finetune_batch_tasks)))
+        embedded = (samples.repartition(buckets)
                     .mapInArrow(make_embedder(ckpt, keys, run_date, cfg, threads), output_schema(keys)))
         lake.replace_partitions(embedded, cfg, tables.META_EMBEDDINGS, "run_date", [run_date])
         rows = (lake.read_table(spark, cfg, tables.META_EMBEDDINGS)

@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 STAGE = "train"
 
 
-def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs):
+def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, max_tasks: int | None = None):
     rows = (lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
             .where(F.col("n_samples") >= 2).orderBy("task_hash"))
+    if max_tasks:
+        rows = rows.limit(max_tasks)
     table = rows.toArrow()
     if table.num_rows == 0:
         raise ValueError(f"task_samples has no task with >= 2 samples for {run_date}: run `metaemb run "
@@ -30,11 +32,12 @@ def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inpu
     return task_batch(batch, len(inputs.meta_columns), len(inputs.context_columns), with_split=True)
 
 
-def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, progress=print) -> dict:
+def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, progress=print,
+        max_tasks: int | None = None) -> dict:
     from models import ModelSpec, load_checkpoint, save_checkpoint, train
 
     with lake.Timer() as t:
-        data = load_tasks(spark, cfg, run_date, inputs)
+        data = load_tasks(spark, cfg, run_date, inputs, max_tasks)
         spec = ModelSpec.from_config(cfg.model, len(inputs.meta_columns), len(inputs.context_columns))
         # 10% of tasks (by hash order, so deterministic) held out to report validation figures.
         n = len(data.lengths)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages for the servers the tests start on loopback (and stop after):
+# redis-server (Feast online store) and postgresql (Airflow metadata). Idempotent.
+set -euo pipefail
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[services] redis-server and postgresql present"; exit 0
+fi
+SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "[services] installing Debian packages: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The packages may start system-wide instances; the tests run their own on free ports.
+for svc in redis-server postgresql; do
+  (command -v service >/dev/null && $SUDO service "$svc" stop >/dev/null 2>&1) || true
+done
+echo "[services] installed: ${missing[*]}"

@@ -1,0 +1,50 @@
+"""One typed config: defaults, overrides, and clear errors for unknown keys / bad values."""
+
+import pytest
+
+from metaemb import config as C
+
+
+def write(tmp_path, text):
+    p = tmp_path / "metaemb.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    cfg = C.load(write(tmp_path, '[pipeline]\nwindow_days = 14\nstorage_root = "lake"\n'))
+    assert cfg.pipeline.window_days == 14 and cfg.pipeline.cap_samples == 64
+    assert cfg.table_path("meta_embeddings") == (tmp_path / "lake" / "meta_embeddings").resolve()
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(C.ConfigError, match=r"unknown key \[pipeline\] window_dayz"):
+        C.load(write(tmp_path, "[pipeline]\nwindow_dayz = 14\n"))
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(C.ConfigError, match=r"unknown section \[pipelines\]"):
+        C.load(write(tmp_path, "[pipelines]\nwindow_days = 14\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[pipeline]\ncap_samples = 0\n", r"cap_samples = 0; must be > 0"),
+    ("[pipeline]\nsupport_fraction = 1.5\n", r"support_fraction must be in \(0, 1\)"),
+    ('[feast]\nonline_store = "memcached"\n', r"online_store = 'memcached'; expected one of"),
+    ('[pipeline]\nwindow_days = "30"\n', r"window_days must be int"),
+    ("[data]\ntask_key = []\n", r"task_key must name at least one column"),
+])
+def test_out_of_range_values(tmp_path, text, message):
+    with pytest.raises(C.ConfigError, match=message):
+        C.load(write(tmp_path, text))
+
+
+def test_env_var_selects_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(C.CONFIG_ENV, str(write(tmp_path, "[model]\nembedding_dim = 16\n")))
+    assert C.load().model.embedding_dim == 16
+
+
+def test_tables_stay_under_storage_root(tmp_path):
+    cfg = C.load(write(tmp_path, '[pipeline]\nstorage_root = "lake"\n'))
+    with pytest.raises(C.ConfigError, match="outside storage_root"):
+        cfg.table_path("../../etc")
