@@ -134,7 +134,7 @@ def cmd_lookup(args, cfg) -> int:
 def cmd_status(args, cfg) -> int:
     from metaemb.status import status
 
-    return status(cfg, as_json=args.json, expect_date=args.expect_date, progress=_say)
+    return status(cfg, as_json=args.json, expect_date=args.expect_date, plot_path=args.plot, progress=_say)
 
 
 def cmd_apply(args, cfg) -> int:
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="per-date stage completion, row counts, freshness; non-zero when stale")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--expect-date", type=_date, help="the latest date that should be published (default: yesterday)")
+    p.add_argument("--plot", metavar="PNG", help="also write a rows + drift plot per date")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("bench", help="benchmarks: finetune (model throughput) or pipeline (the daily job)")
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("py4j", "feast", "urllib3"):
+    for noisy in ("py4j", "feast", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if getattr(args, "import_error", None):
         print(f"metaemb {args.command}: unavailable ({args.import_error})", file=sys.stderr)

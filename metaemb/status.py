@@ -1,52 +1,108 @@
-"""`metaemb status`: what ran for which date, read straight from the Delta logs (no Spark start)."""
+"""`metaemb status`: what ran for which date, read straight from the Delta logs (no Spark start).
+
+Per run date: stages completed, rows per stage, model version, and from publish_log the
+publish state, gate figures (row ratio, mean norm, day-over-day drift) and the online store's
+freshness. Exit 1 when the expected day is not published (or nothing ran at all).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
+
+import pandas as pd
 
 from metaemb.config import Config
 from pipelines import tables
 from pipelines.contract import read_table
 
 STAGE_ORDER = ("labeled", "samples", "train", "embed", "publish", "check")
+PUBLISH_COLUMNS = ["run_date", "logged_at", "status", "rows", "row_ratio", "mean_norm", "mean_drift", "message"]
 
 
-def stage_history(cfg: Config):
-    path = cfg.table_path(tables.STAGE_LOG)
+def _delta(cfg: Config, name: str, columns: list[str]) -> pd.DataFrame | None:
+    path = cfg.table_path(name)
     if not (path / "_delta_log").is_dir():
         return None
-    df = read_table(path, ["stage", "run_date", "rows", "seconds", "detail", "completed_at"]).to_pandas()
-    return df.sort_values("completed_at").groupby(["run_date", "stage"]).last().reset_index()
+    return read_table(path, columns).to_pandas()
 
 
-def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = None, progress=print) -> int:
-    expect = expect_date or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
-    hist = stage_history(cfg)
-    if hist is None or hist.empty:
-        progress(f"no runs recorded under {cfg.table_path(tables.STAGE_LOG)}")
-        return 1
+def collect(cfg: Config) -> list[dict]:
+    stages = _delta(cfg, tables.STAGE_LOG, ["stage", "run_date", "rows", "seconds", "detail", "completed_at"])
+    if stages is None or stages.empty:
+        return []
+    stages = stages.sort_values("completed_at").groupby(["run_date", "stage"]).last().reset_index()
+    pubs = _delta(cfg, tables.PUBLISH_LOG, PUBLISH_COLUMNS)
+    latest_pub = ({} if pubs is None or pubs.empty else
+                  {r.run_date: r for r in pubs.sort_values("logged_at").groupby("run_date").last().reset_index()
+                   .itertuples()})
     days = []
-    for run_date, group in hist.groupby("run_date"):
+    for run_date, group in stages.groupby("run_date"):
         by_stage = {r.stage: r for r in group.itertuples()}
         if not ({"embed", "publish", "samples"} & set(by_stage)):
             continue  # a date only computed as part of another run's window
+        pub = latest_pub.get(run_date)
         days.append({
             "run_date": str(run_date),
             "stages": [s for s in STAGE_ORDER if s in by_stage],
             "rows": {s: int(by_stage[s].rows) for s in STAGE_ORDER if s in by_stage},
             "model": by_stage["embed"].detail.removeprefix("model=") if "embed" in by_stage else None,
-            "completed_at": str(max(r.completed_at for r in by_stage.values())),
+            "publish": None if pub is None else {
+                "status": pub.status, "logged_at": str(pub.logged_at), "rows": int(pub.rows),
+                "row_ratio": _num(pub.row_ratio), "mean_norm": _num(pub.mean_norm), "mean_drift": _num(pub.mean_drift),
+                "message": pub.message or ""},
         })
-    published = [d["run_date"] for d in days if "publish" in d["stages"]]
-    latest = max(published) if published else None
+    return days
+
+
+def _num(x):
+    return None if x is None or pd.isna(x) else round(float(x), 4)
+
+
+def plot(days: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dates = [d["run_date"] for d in days]
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    a.bar(dates, [d["rows"].get("embed", 0) for d in days], color="tab:blue")
+    a.set_ylabel("tasks embedded")
+    b.plot(dates, [(d["publish"] or {}).get("mean_drift") for d in days], marker="o", color="tab:red")
+    b.set_ylabel("day-over-day drift\n(1 - mean cosine)")
+    b.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = None, plot_path: str | None = None,
+           progress=print) -> int:
+    expect = expect_date or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
+    days = collect(cfg)
+    published = [d for d in days if (d["publish"] or {}).get("status") == "published"]
+    latest = max((d["run_date"] for d in published), default=None)
     fresh = latest is not None and latest >= expect.isoformat()
+    if plot_path and days:
+        plot(days, Path(plot_path))
     if as_json:
         progress(json.dumps({"days": days, "latest_published": latest, "expected": str(expect), "fresh": fresh},
                             indent=2))
-    else:
-        for d in days:
-            rows = " ".join(f"{s}={n:,}" for s, n in d["rows"].items())
-            progress(f"{d['run_date']}  {'+'.join(d['stages']):40s} {rows}  model={d['model']}")
-        progress(f"latest published: {latest or 'none'}; expected {expect}: {'OK' if fresh else 'STALE'}")
+        return 0 if fresh else 1
+    if not days:
+        progress(f"no runs recorded under {cfg.table_path(tables.STAGE_LOG)}")
+        return 1
+    for d in days:
+        rows = " ".join(f"{s}={n:,}" for s, n in d["rows"].items())
+        pub = d["publish"] or {}
+        gate = (f" publish={pub['status']} drift={pub['mean_drift']} norm={pub['mean_norm']} ratio={pub['row_ratio']}"
+                if pub else " publish=none")
+        progress(f"{d['run_date']}  {'+'.join(d['stages']):36s} {rows}  model={d['model']}{gate}")
+    when = next((d["publish"]["logged_at"] for d in published if d["run_date"] == latest), None)
+    progress(f"latest published: {latest or 'none'}" + (f" (at {when})" if when else "")
+             + f"; expected {expect}: {'OK' if fresh else 'STALE'}")
+    if plot_path:
+        progress(f"plot: {plot_path}")
     return 0 if fresh else 1

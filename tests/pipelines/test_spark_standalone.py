@@ -1,0 +1,121 @@
+"""The daily job on a real Spark standalone cluster (master + worker from the pyspark
+distribution, on loopback) gives the same embeddings as local[*]."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyspark
+import pytest
+
+from metaemb.synthetic import SyntheticSpec, generate
+from pipelines import labeled, lake, tables
+from pipelines import train as train_job
+from pipelines.daily import run_daily
+from tests.conftest import PROJECT_ROOT, make_config
+
+pytestmark = pytest.mark.services
+SPARK_HOME = Path(pyspark.__file__).parent
+RUN_DATE = dt.date(2026, 10, 30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[1]} exited {proc.returncode}: {path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.5)
+    raise TimeoutError(f"'{text}' not seen in {path} after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory):
+    """A Spark master and one worker (1 core, 2 GiB) on free loopback ports; stopped after."""
+    logs = tmp_path_factory.mktemp("spark-cluster")
+    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARK_WORKER_DIR": str(logs / "work")}
+    port = free_port()
+    url = f"spark://127.0.0.1:{port}"
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    procs = []
+    try:
+        master_log = logs / "master.log"
+        procs.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+             "--webui-port", str(free_port())], stdout=master_log.open("w"), stderr=subprocess.STDOUT, env=env))
+        wait_for(master_log, "I have been elected leader", procs[0])
+        worker_log = logs / "worker.log"
+        procs.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
+             "--memory", "2g", "--webui-port", str(free_port())],
+            stdout=worker_log.open("w"), stderr=subprocess.STDOUT, env=env))
+        wait_for(worker_log, "Successfully registered with master", procs[1])
+        yield url
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def write_toml(path: Path, sections: dict) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cluster_embeddings_equal_local(spark, tmp_path, standalone_cluster):
+    generate(tmp_path / "data", SyntheticSpec(users=150, days=7, end_date=RUN_DATE))
+    data = {"interactions": str(tmp_path / "data" / "interactions.parquet"),
+            "entity_features": str(tmp_path / "data" / "entity_features.parquet")}
+    common = {"data": data, "pipeline": {"window_days": 7, "task_buckets": 2},
+              "train": {"epochs": 1}, "model": {"checkpoint_dir": str(tmp_path / "models")}}
+    local = make_config(tmp_path / "local", **common)
+    inputs = labeled.resolve_inputs(local)
+    stages = ("labeled", "samples")
+    run_daily(spark, local, RUN_DATE, inputs, stages=stages, progress=lambda _: None)
+    train_job.run(spark, local, RUN_DATE, inputs, progress=lambda _: None)
+    run_daily(spark, local, RUN_DATE, inputs, stages=("embed",), progress=lambda _: None)
+
+    cluster_toml = write_toml(tmp_path / "cluster.toml", {
+        "data": data,
+        "pipeline": {"storage_root": str(tmp_path / "cluster" / "lake"), "window_days": 7, "task_buckets": 2},
+        "model": {"checkpoint_dir": str(tmp_path / "models")},
+        "spark": {"master": standalone_cluster, "jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 4,
+                  "driver_memory": "1g"},
+    })
+    proc = subprocess.run([sys.executable, "-m", "metaemb.cli", "--config", str(cluster_toml), "run",
+                           "--date", RUN_DATE.isoformat(), "--stages", "labeled,samples,embed"],
+                          capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "embed: 150 rows" in proc.stdout or "embed:" in proc.stdout
+
+    cluster = make_config(tmp_path / "cluster")
+    read = lambda cfg: {r.user_id: np.asarray(r.embedding) for r in  # noqa: E731
+                        lake.read_table(spark, cfg, tables.META_EMBEDDINGS).collect()}
+    got, want = read(cluster), read(local)
+    assert set(got) == set(want) and len(want) > 100
+    diff = max(float(np.abs(got[k] - want[k]).max()) for k in want)
+    assert diff < 1e-4, f"cluster and local embeddings differ by up to {diff}"
