@@ -1,4 +1,7 @@
-"""What the Airflow DAG files in dags/ are built from (they stay thin wiring).
+"""What the Airflow DAG files in dags/ are built from (they stay thin wiring): settings.
+
+This module does not import Airflow (metaemb.airflow_env uses it before Airflow's
+environment is set); the operator is in metaemb.airflow_tasks.
 
 Every task is the Spark provider's SparkSubmitOperator launching `pipelines/jobs.py`
 for one stage and the run's logical date (`{{ ds }}`), the same entry point
@@ -24,6 +27,7 @@ from metaemb import config as config_mod
 
 PROJECT_ROOT = config_mod.PROJECT_ROOT
 JOBS_APP = PROJECT_ROOT / "pipelines" / "jobs.py"
+LOG4J_CONF = PROJECT_ROOT / "deploy" / "log4j2-spark-submit.properties"
 DAILY_DAG_ID = "metaemb_daily"
 RETRAIN_DAG_ID = "metaemb_retrain"
 # Settings spark-submit takes as its own options (or owns), so they are not passed as --conf.
@@ -69,6 +73,8 @@ def spark_submit_settings(cfg: config_mod.Config) -> dict[str, Any]:
     conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(dict.fromkeys(pythonpath))
     for key in SUBMIT_OWNED:
         conf.pop(key, None)
+    # Spark's INFO chatter would fill the task log line by line: warnings only.
+    conf.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}")
     return {"conf": conf, "jars": jars}
 
 
@@ -88,44 +94,14 @@ def default_args(cfg: config_mod.Config) -> dict[str, Any]:
     return args
 
 
-def start_date(cfg: config_mod.Config) -> dt.datetime:
-    d = dt.date.fromisoformat(cfg.airflow.start_date)
+def _utc_midnight(value: str) -> dt.datetime:
+    d = dt.date.fromisoformat(value)
     return dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc)
 
 
-def _operator_class():
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-
-    class MetaembSparkSubmitOperator(SparkSubmitOperator):
-        """The provider's SparkSubmitOperator; conf and --jars come from the config on the worker."""
-
-        def render_template_fields(self, context, jinja_env=None) -> None:
-            settings = spark_submit_settings(load_config())
-            self.conf = {**settings["conf"], **(self.conf or {})}
-            self.jars = self.jars or settings["jars"]
-            super().render_template_fields(context, jinja_env)
-
-    MetaembSparkSubmitOperator.__module__ = __name__
-    MetaembSparkSubmitOperator.__qualname__ = "MetaembSparkSubmitOperator"
-    return MetaembSparkSubmitOperator
+def start_date(cfg: config_mod.Config) -> dt.datetime:
+    return _utc_midnight(cfg.airflow.start_date)
 
 
-def stage_task(stage: str, cfg: config_mod.Config, *, extra_args: list[str] = ()):
-    """One SparkSubmitOperator: `spark-submit pipelines/jobs.py --stage STAGE --date {{ ds }}`."""
-    app_args = ["--stage", stage, "--date", "{{ ds }}"]
-    env = {"METAEMB_CONFIG": config_file(cfg)} if config_file(cfg) else {}
-    if env:
-        app_args += ["--config", env["METAEMB_CONFIG"]]
-    return _operator_class()(
-        task_id=stage,
-        application=str(JOBS_APP),
-        application_args=app_args + list(extra_args),
-        conn_id=cfg.airflow.spark_conn_id,
-        driver_memory=cfg.spark.driver_memory,
-        name=f"metaemb-{stage}-{{{{ ds }}}}",
-        env_vars=env or None,
-        # Local/client mode has no external driver id to re-attach to: a retry resubmits,
-        # which is safe because every stage replaces exactly its date's partition.
-        durable=False,
-        doc_md=f"`spark-submit pipelines/jobs.py --stage {stage} --date {{{{ ds }}}}`",
-    )
+def end_date(cfg: config_mod.Config) -> dt.datetime | None:
+    return _utc_midnight(cfg.airflow.end_date) if cfg.airflow.end_date else None

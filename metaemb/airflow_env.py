@@ -81,7 +81,6 @@ def airflow_env(cfg: config_mod.Config, base: dict[str, str] | None = None, *,
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__API_AUTH__JWT_SECRET": _jwt_secret(h),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -94,6 +93,8 @@ def airflow_env(cfg: config_mod.Config, base: dict[str, str] | None = None, *,
         defaults["METAEMB_CONFIG"] = cfg_file
     for key, value in defaults.items():
         env.setdefault(key, value)
+    if "AIRFLOW__API_AUTH__JWT_SECRET" not in env:
+        env["AIRFLOW__API_AUTH__JWT_SECRET"] = _jwt_secret(h)
     port = api_port or _recorded_port(h)
     if port:
         url = f"http://127.0.0.1:{port}"
@@ -146,12 +147,31 @@ def init(cfg: config_mod.Config, env: dict[str, str] | None = None) -> None:
     """`airflow db migrate` (a no-op when up to date) and the shared pool."""
     env = env or airflow_env(cfg)
     t = time.perf_counter()
+    stamp = _migrated_stamp(env, cfg.airflow.pool)
+    if stamp is not None and stamp[1] and stamp[0].exists() and stamp[0].read_text() == stamp[1]:
+        return  # this SQLite file was migrated by this Airflow version (and given the pool)
     _with_lock_retry(lambda: airflow(cfg, "db", "migrate", env=env, capture=True), "db migrate")
     if cfg.airflow.pool:
         _with_lock_retry(lambda: airflow(cfg, "pools", "set", cfg.airflow.pool, "1",
                                          "metaemb: one writer of the Delta tables at a time",
                                          env=env, capture=True), "pools set")
+    stamp = _migrated_stamp(env, cfg.airflow.pool)
+    if stamp is not None and stamp[1]:
+        stamp[0].write_text(stamp[1])
     print(f"[airflow] metadata DB ready ({_db_label(env)}) in {time.perf_counter() - t:.1f}s", flush=True)
+
+
+def _migrated_stamp(env: dict[str, str], pool: str) -> tuple[Path, str] | None:
+    """For SQLite only: a stamp next to the DB file saying which Airflow version migrated it."""
+    url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if not url.startswith("sqlite:///"):
+        return None  # a server DB may be recreated behind our back: always migrate (a no-op when current)
+    db = Path(url.removeprefix("sqlite:///"))
+    if not db.exists():
+        return db.with_name(db.name + ".migrated"), ""
+    from importlib.metadata import version
+
+    return db.with_name(db.name + ".migrated"), f"{version('apache-airflow')} {db.stat().st_ino} pool={pool}"
 
 
 def _db_label(env: dict[str, str]) -> str:
@@ -214,6 +234,8 @@ def start(cfg: config_mod.Config, timeout: float = 180.0) -> int:
     port = free_port()
     (_run_dir(cfg) / "api-server.port").write_text(str(port))
     env = airflow_env(cfg, api_port=port)
+    # The scheduler's log server (default 8793, every interface): a free port of its own.
+    env.setdefault("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", str(free_port()))
     init(cfg, env)
     logs = home(cfg) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -323,14 +345,18 @@ def backfill(cfg: config_mod.Config, from_date: dt.date, to_date: dt.date, *, da
     started_here = not all(running(cfg).values())
     port = start(cfg) if started_here else _recorded_port(home(cfg))
     env = airflow_env(cfg, api_port=port)
-    Backfill, DagRun, TaskInstance, create_session = _orm(env)
-    from sqlalchemy import func, select
-
     t0 = time.perf_counter()
     try:
+        Backfill, DagRun, TaskInstance, create_session = _orm(env)
+        from sqlalchemy import func, select
+
         # The dag-processor must have serialized the DAG before a backfill can be created.
         args = ["backfill", "create", "--dag-id", dag_id, "--from-date", from_date.isoformat(),
-                "--to-date", to_date.isoformat(), "--reprocess-behavior", reprocess]
+                "--to-date", to_date.isoformat(), "--reprocess-behavior", reprocess,
+                "--max-active-runs", "1"]  # one date at a time: they rewrite the same Delta tables
+        # The scheduler starts no run of a paused DAG, backfill runs included: unpause for the
+        # backfill, pause again after if it was paused.
+        was_paused = _set_paused(cfg, env, dag_id, False)
         deadline = time.monotonic() + 180
         backfill_id = None
         while backfill_id is None:
@@ -356,6 +382,8 @@ def backfill(cfg: config_mod.Config, from_date: dt.date, to_date: dt.date, *, da
             time.sleep(3.0)
         print(f"[airflow] backfill {backfill_id} created for {dag_id} {from_date}..{to_date}", flush=True)
         states = _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout)
+        if was_paused:
+            _set_paused(cfg, env, dag_id, True)
     finally:
         if started_here:
             stop(cfg)
@@ -366,6 +394,29 @@ def backfill(cfg: config_mod.Config, from_date: dt.date, to_date: dt.date, *, da
     print(f"[airflow] backfill {dag_id} {from_date}..{to_date}: {ok}/{len(states)} succeeded in {seconds:.0f}s",
           flush=True)
     return states
+
+
+def _set_paused(cfg, env, dag_id: str, paused: bool, timeout: float = 180.0) -> bool:
+    """Pause/unpause (waiting for the dag-processor to register the DAG); returns the old state."""
+    from sqlalchemy import select
+
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with create_session() as s:
+            was = s.scalar(select(DagModel.is_paused).where(DagModel.dag_id == dag_id))
+        if was is not None:
+            break
+        if time.monotonic() > deadline:
+            raise AirflowEnvError(f"DAG {dag_id} not registered after {timeout:.0f}s (see dag-processor.log)")
+        time.sleep(2.0)
+    if was != paused:
+        _with_lock_retry(lambda: airflow(cfg, "dags", "pause" if paused else "unpause", dag_id, env=env,
+                                         capture=True), "dags pause/unpause")
+        print(f"[airflow] {dag_id} {'paused' if paused else 'unpaused'}", flush=True)
+    return bool(was)
 
 
 def _latest_backfill_id(create_session, Backfill, dag_id: str):
@@ -392,7 +443,10 @@ def _drop_backfill(create_session, Backfill, DagRun, backfill_id) -> None:
 
 
 def _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout: float) -> dict[str, str]:
+    """Poll until the backfill is complete; {date: run state, or why no run was made}."""
     from sqlalchemy import select
+
+    from airflow.models.backfill import BackfillDagRun
 
     deadline = time.monotonic() + timeout
     last = None
@@ -400,20 +454,26 @@ def _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout: float
         try:
             with create_session() as s:
                 done = s.scalar(select(Backfill.completed_at).where(Backfill.id == backfill_id))
-                runs = s.execute(select(DagRun.logical_date, DagRun.state)
-                                 .where(DagRun.backfill_id == backfill_id)
-                                 .order_by(DagRun.logical_date)).all()
+                rows = s.execute(
+                    select(BackfillDagRun.logical_date, BackfillDagRun.exception_reason, DagRun.state)
+                    .outerjoin(DagRun, DagRun.id == BackfillDagRun.dag_run_id)
+                    .where(BackfillDagRun.backfill_id == backfill_id)
+                    .order_by(BackfillDagRun.sort_ordinal)).all()
         except Exception as e:  # noqa: BLE001 - a locked SQLite read: try again
             if any(x in str(e).lower() for x in LOCKED):
                 time.sleep(2.0)
                 continue
             raise
-        states = {ld.date().isoformat(): str(getattr(st, "value", st)) for ld, st in runs}
+        states = {}
+        for logical_date, reason, state in rows:
+            key = logical_date.date().isoformat() if logical_date else "?"
+            states[key] = str(getattr(state, "value", state)) if state is not None else \
+                f"not-run({str(getattr(reason, 'value', reason)).replace(' ', '-')})"
         summary = ", ".join(f"{k}={v}" for k, v in sorted(_counts(states).items()))
         if summary != last:
-            print(f"[airflow] backfill {backfill_id}: {summary}", flush=True)
+            print(f"[airflow] backfill {backfill_id}: {summary or 'no runs yet'}", flush=True)
             last = summary
-        terminal = all(v in ("success", "failed") for v in states.values())
+        terminal = all(v in ("success", "failed") or v.startswith("not-run") for v in states.values())
         if done is not None and terminal:
             return states
         if time.monotonic() > deadline:
@@ -478,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "status":
             return status(cfg)
         if args.cmd == "backfill":
+            # On SIGTERM still stop the services this command started (the finally in backfill()).
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
             states = backfill(cfg, args.from_date, args.to_date, dag_id=args.dag_id, timeout=args.timeout,
                               reprocess=args.reprocess_behavior)
             return 0 if states and all(s == "success" for s in states.values()) else 1

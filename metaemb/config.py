@@ -127,6 +127,7 @@ class GateConfig:
     min_row_ratio: float = 0.5  # rows today / rows of the previous published day
     max_row_ratio: float = 2.0
     max_mean_norm: float = 1e3
+    min_mean_norm: float = 1e-6  # an all-zero day is as wrong as an exploding one
     max_mean_drift: float = 0.5  # 1 - mean cosine(today, previous day) over common keys
 
 
@@ -139,6 +140,7 @@ class AirflowConfig:
     daily_schedule: str = "@daily"  # cron or preset; the run is keyed on its logical date ({{ ds }})
     retrain_schedule: str = "@weekly"  # "" = manual trigger only
     catchup: bool = False
+    end_date: str = ""  # YYYY-MM-DD: no scheduled runs after it ("" = none); backfills before it work
     retries: int = 2  # per task, before the run fails
     retry_delay_minutes: float = 5.0  # first retry delay; doubles up to 1 h
     execution_timeout_minutes: float = 240.0  # a stuck spark-submit is killed after this
@@ -242,6 +244,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{cfg.source}: [pipeline] support_fraction must be in (0, 1)")
     if not cfg.data.task_key:
         raise ConfigError(f"{cfg.source}: [data] task_key must name at least one column")
+    if not 0.0 <= cfg.gate.min_mean_norm <= cfg.gate.max_mean_norm:
+        raise ConfigError(f"{cfg.source}: [gate] min_mean_norm must be in [0, max_mean_norm]")
     if not cfg.gate.min_row_ratio <= cfg.gate.max_row_ratio:
         raise ConfigError(f"{cfg.source}: [gate] min_row_ratio must be <= max_row_ratio")
 

@@ -1,0 +1,72 @@
+"""Feast declarations for metaemb: the meta-embedding feature view over the Delta table.
+
+Declarations only. Every value that depends on the deployment (table path, task key
+columns, embedding size) comes from metaemb.config -- `$METAEMB_CONFIG`, else
+./metaemb.toml, else the defaults -- so `feast apply` run by hand, the CLI, the DAGs and
+the tests declare exactly the same objects. `build(cfg)` is the programmatic entry
+(pipelines.feast_store.apply uses it); the module-level names are what `feast apply`
+discovers when it imports this file.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, ValueType
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+from feast.table_format import DeltaFormat
+from feast.types import Array, Float32, Int32, String
+
+from metaemb import config as config_mod
+from pipelines import tables
+
+FEATURE_VIEW = "meta_embedding"
+FEATURE_SERVICE = "metaemb"
+SOURCE = "meta_embeddings_source"
+
+
+def build(cfg: config_mod.Config) -> dict:
+    """The Feast objects for one config: {'entities': [...], 'source', 'view', 'service'}."""
+    entities = [
+        Entity(
+            name=key,
+            join_keys=[key],
+            value_type=ValueType.STRING,  # keys are stored as strings in meta_embeddings
+            description=f"task key column {key!r}",
+        )
+        for key in cfg.data.task_key
+    ]
+    source = SparkSource(
+        name=SOURCE,
+        path=str(cfg.table_path(tables.META_EMBEDDINGS)),
+        table_format=DeltaFormat(),
+        timestamp_field=tables.EVENT_TIMESTAMP,
+        created_timestamp_column=tables.CREATED_TIMESTAMP,
+        description="Delta table meta_embeddings, one row per task per run_date",
+    )
+    view = FeatureView(
+        name=FEATURE_VIEW,
+        entities=entities,
+        ttl=timedelta(days=cfg.feast.ttl_days),
+        schema=[
+            Field(name=tables.EMBEDDING, dtype=Array(Float32),
+                  description=f"meta embedding, {cfg.model.embedding_dim} floats"),
+            Field(name=tables.N_SAMPLES, dtype=Int32),
+            Field(name=tables.MODEL_VERSION, dtype=String),
+        ],
+        source=source,
+        online=True,
+        tags={"embedding_dim": str(cfg.model.embedding_dim)},
+    )
+    service = FeatureService(name=FEATURE_SERVICE, features=[view])
+    return {"entities": entities, "source": source, "view": view, "service": service}
+
+
+_objects = build(config_mod.load())
+# Module-level names for `feast apply` (it collects Feast objects from module globals).
+meta_embeddings_source = _objects["source"]
+meta_embedding = _objects["view"]
+metaemb_service = _objects["service"]
+for _entity in _objects["entities"]:
+    globals()[f"entity_{_entity.name}"] = _entity
+del _entity

@@ -1,0 +1,43 @@
+"""The task factory of the DAGs: the Spark provider's SparkSubmitOperator running one stage.
+
+Imported by dags/*.py only (it imports Airflow); settings come from metaemb.airflow_dags.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+from metaemb import config as config_mod
+from metaemb.airflow_dags import JOBS_APP, config_file, spark_submit_settings
+
+
+class MetaembSparkSubmitOperator(SparkSubmitOperator):
+    """The provider's SparkSubmitOperator; conf and --jars come from the config on the worker."""
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        cfg = config_mod.load((self.env_vars or {}).get("METAEMB_CONFIG"))
+        settings = spark_submit_settings(cfg)
+        self.conf = {**settings["conf"], **(self.conf or {})}
+        self.jars = self.jars or settings["jars"]
+        super().render_template_fields(context, jinja_env)
+
+
+def stage_task(stage: str, cfg: config_mod.Config, *, extra_args: list[str] = ()):
+    """One SparkSubmitOperator: `spark-submit pipelines/jobs.py --stage STAGE --date {{ ds }}`."""
+    app_args = ["--stage", stage, "--date", "{{ ds }}"]
+    env = {"METAEMB_CONFIG": config_file(cfg)} if config_file(cfg) else {}
+    if env:
+        app_args += ["--config", env["METAEMB_CONFIG"]]
+    return MetaembSparkSubmitOperator(
+        task_id=stage,
+        application=str(JOBS_APP),
+        application_args=app_args + list(extra_args),
+        conn_id=cfg.airflow.spark_conn_id,
+        driver_memory=cfg.spark.driver_memory,
+        name=f"metaemb-{stage}-{{{{ ds }}}}",
+        env_vars=env or None,
+        # Local/client mode has no external driver id to re-attach to: a retry resubmits,
+        # which is safe because every stage replaces exactly its date's partition.
+        durable=False,
+        doc_md=f"`spark-submit pipelines/jobs.py --stage {stage} --date {{{{ ds }}}}`",
+    )

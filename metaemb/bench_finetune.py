@@ -1,0 +1,176 @@
+"""`metaemb bench finetune`: batched fine-tune vs a per-task loop vs this machine's GEMM rate.
+
+Reference task (issue 3): 32 samples, k = 3 steps, meta 64->128->32, global 96->256->128->1
+(other_in = 64, no item embedding). Everything is measured in one run, on the same tasks:
+
+  loop      one task at a time, learn2learn-style (clone θ_meta, k autograd steps, embed)
+  vmap      torch.func: grad of a one-task loss, vmapped over a chunk of tasks
+  batched   models.finetune_embed: per-task parameter copies, batched matmuls (bmm)
+  GEMM      a large fp32 matmul: the rate this machine's BLAS reaches
+
+The machine may be shared: each rate is the best of several interleaved repeats, so that
+a neighbour's burst does not count against one side only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+L, K, META_IN, OTHER_IN, HIDDEN, EMB, GLOBAL = 32, 3, 64, 64, 128, 32, (256, 128)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (cuda when available)")
+    p.add_argument("--tasks", type=int, help="tasks per timed batched run (default 8192 cpu, 262144 cuda)")
+    p.add_argument("--loop-tasks", type=int, default=64, help="tasks for the per-task loop baseline")
+    p.add_argument("--chunks", help="comma-separated chunk sizes to try (default: a sweep)")
+    p.add_argument("--threads", help="comma-separated CPU thread counts to try (default: 1 and all cores)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best of each is reported")
+    p.add_argument("--no-vmap", action="store_true", help="skip the torch.func/vmap variant")
+
+
+def flops_per_task() -> tuple[float, float]:
+    """(reference, executed) matmul FLOPs for one task.
+
+    reference: what the per-task loop computes — per step a full forward of both blocks,
+    the backward through the global block to e and the backward of the meta block.
+    executed: the batched path computes the x_other part of the first global layer once
+    (global is frozen) and only e's columns of that layer each step."""
+    meta_f = 2 * L * (META_IN * HIDDEN + HIDDEN * EMB)
+    g_in = OTHER_IN + EMB
+    glob_f = 2 * L * (g_in * GLOBAL[0] + GLOBAL[0] * GLOBAL[1] + GLOBAL[1])
+    meta_b = 2 * L * (HIDDEN * EMB * 2 + META_IN * HIDDEN)  # dW2, dh, dW1
+    ref = K * (meta_f + 2 * glob_f + meta_b) + 2 * (META_IN * HIDDEN + HIDDEN * EMB)
+    deep = 2 * L * (GLOBAL[0] * GLOBAL[1] + GLOBAL[1])
+    e_cols = 2 * L * EMB * GLOBAL[0]
+    executed = 2 * L * OTHER_IN * GLOBAL[0] + K * (meta_f + 2 * (e_cols + deep) + meta_b) \
+        + 2 * (META_IN * HIDDEN + HIDDEN * EMB)
+    return float(ref), float(executed)
+
+
+def make_tasks(n: int, seed: int = 0):
+    from models import TaskBatch
+
+    rng = np.random.default_rng(seed)
+    return TaskBatch(
+        x_meta=rng.normal(size=(n, L, META_IN)).astype(np.float32),
+        x_other=rng.normal(size=(n, L, OTHER_IN)).astype(np.float32),
+        item_ids=np.zeros((n, L), np.int64),
+        labels=(rng.random((n, L)) < 0.5).astype(np.float32),
+        lengths=np.full(n, L, np.int64),
+        task_ids=np.arange(n, dtype=np.int64),
+    )
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def gemm_gflops(device, n: int = 2048, reps: int = 5) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def timed(fn, device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def run(args) -> int:
+    from models import Checkpoint, ModelSpec, init_params
+    from models.finetune import finetune_embed, finetune_embed_loop, finetune_embed_vmap, resolve_device
+
+    device = resolve_device(args.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench finetune: --device cuda but CUDA is not available")
+        return 2
+    cuda = device.startswith("cuda")
+    spec = ModelSpec(meta_in=META_IN, other_in=OTHER_IN, meta_hidden=HIDDEN, embedding_dim=EMB,
+                     global_hidden=GLOBAL, item_buckets=0)
+    ck = Checkpoint(spec=spec, params=init_params(spec, 0), mode="limaml")
+    n = args.tasks or (262144 if cuda else 8192)
+    batch = make_tasks(n)
+    chunks = [int(c) for c in args.chunks.split(",")] if args.chunks else (
+        [8192, 32768, 131072] if cuda else [64, 128, 256, 512, 1024])
+    cores = os.cpu_count() or 1
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, torch.get_num_threads(), cores})
+    if cuda:
+        threads = [torch.get_num_threads()]
+    ref_f, exe_f = flops_per_task()
+    name = torch.cuda.get_device_name() if cuda else f"CPU, {cores} cores"
+    print(f"bench finetune on {device} ({name}), torch {torch.__version__}")
+    print(f"reference task: {L} samples, k={K}, meta {META_IN}->{HIDDEN}->{EMB}, global "
+          f"{OTHER_IN + EMB}->{'->'.join(map(str, GLOBAL))}->1; {ref_f / 1e6:.1f} MFLOP/task as the loop computes it, "
+          f"{exe_f / 1e6:.1f} MFLOP/task executed by the batched path")
+
+    # correctness first: the fast path must equal the loop on these very tasks
+    few = make_tasks(16, seed=1)
+    diff = np.abs(finetune_embed(ck, few, steps=K, lr=0.5, device=device)
+                  - finetune_embed_loop(ck, few, steps=K, lr=0.5)).max()
+    print(f"max |batched - loop| on 16 tasks: {diff:.2e}")
+
+    # sweep: chunk size x threads, best of `repeats`, GEMM measured in between
+    best: dict = {}
+    gemm = 0.0
+    loop_rate = 0.0
+    loop_batch = make_tasks(args.loop_tasks, seed=2)
+    for rep in range(args.repeats):
+        for th in threads:
+            if not cuda:
+                torch.set_num_threads(th)
+            gemm = max(gemm, gemm_gflops(device)) if th == max(threads) else gemm
+            for cs in chunks:
+                if rep == 0:  # warm-up (allocator, kernels) on one chunk
+                    finetune_embed(ck, batch.select(slice(0, min(cs, n))), steps=K, lr=0.5, device=device, chunk_size=cs)
+                dt = timed(lambda: finetune_embed(ck, batch, steps=K, lr=0.5, device=device, chunk_size=cs), device)
+                best[(th, cs)] = max(best.get((th, cs), 0.0), n / dt)
+        if not cuda:
+            torch.set_num_threads(max(threads))
+        loop_rate = max(loop_rate, args.loop_tasks / timed(
+            lambda: finetune_embed_loop(ck, loop_batch, steps=K, lr=0.5), "cpu"))
+    if not cuda:
+        torch.set_num_threads(max(threads))
+    for (th, cs), r in sorted(best.items()):
+        print(f"  batched  threads={th:<2} chunk={cs:<6} {r:10.0f} tasks/s")
+    (th, cs), rate = max(best.items(), key=lambda kv: kv[1])
+    vmap_rate = None
+    if not args.no_vmap:
+        if not cuda:
+            torch.set_num_threads(th)
+        vm = batch.select(slice(0, min(n, 4096)))
+        finetune_embed_vmap(ck, vm.select(slice(0, 64)), steps=K, lr=0.5, chunk_size=64, device=device)
+        vmap_rate = len(vm) / timed(lambda: finetune_embed_vmap(ck, vm, steps=K, lr=0.5, chunk_size=1024, device=device), device)
+    ceiling = gemm * 1e9 / ref_f
+    print()
+    print(f"GEMM (fp32 {2048}x{2048}, {max(threads)} threads): {gemm:8.1f} GFLOP/s  -> ceiling {ceiling:,.0f} tasks/s at {ref_f / 1e6:.1f} MFLOP/task")
+    print(f"per-task loop (learn2learn-style):  {loop_rate:10,.0f} tasks/s")
+    if vmap_rate:
+        print(f"torch.func vmap (chunk 1024):       {vmap_rate:10,.0f} tasks/s")
+    print(f"batched fine-tune (chunk {cs}, {th} thr): {rate:10,.0f} tasks/s")
+    print(f"  achieved: {rate * ref_f / 1e9:.1f} GFLOP/s loop-equivalent ({100 * rate * ref_f / 1e9 / gemm:.0f}% of GEMM), "
+          f"{rate * exe_f / 1e9:.1f} GFLOP/s executed ({100 * rate * exe_f / 1e9 / gemm:.0f}% of GEMM)")
+    print(f"  speed-up vs loop: {rate / loop_rate:.1f}x" + (f"; vs vmap: {rate / vmap_rate:.2f}x" if vmap_rate else ""))
+    print(f"  tasks/s as a share of the GEMM ceiling: {100 * rate / ceiling:.0f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    raise SystemExit(run(ap.parse_args()))

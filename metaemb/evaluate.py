@@ -1,0 +1,346 @@
+"""The paper's evaluation protocol (Table 3) on any interactions file — pure pandas/torch.
+
+Protocol (global time split, never a peek forward):
+  events before t1            -> training: each task's history cut into chronological
+                                 windows of at most N samples, first 75% support / last 25% query
+  events in [t1, t2)          -> validation: support = the task's last N events before t1,
+                                 query = its validation events. Epochs and the fine-tune
+                                 (steps, lr) are chosen here, on validation AUC only.
+  events from t2 on           -> test: support = the task's last N events before t2,
+                                 query = its test events. Reported.
+Scoring is the serving path: the task's embedding is the (fine-tuned) meta block on its
+most recent support sample, fed with each query sample's other features to the global
+block. "Fine-tune" adapts the parameters each method adapts in its inner loop: the meta
+block for LiMAML, the whole network for MAML and for vanilla (the paper's fine-tuned
+baseline). A task with no support at all is scored without adaptation.
+AUC is pooled over the query samples of a slice: all, lt25 / ge25 (support samples),
+cold (tasks with no event in the training period).
+Features: meta = the task's leak-free history (past count, smoothed positive rate, from
+strictly earlier timestamps) [+ entity features, point-in-time]; other = the item's
+leak-free history [+ numeric context columns] and the item id embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metaemb import config as config_mod
+from models import ModelSpec, TaskBatch, auc, train
+from models import blocks
+from models.data import prepare
+from models.finetune import adapt, embed
+
+METHODS = ("vanilla", "maml", "limaml")
+SLICES = ("all", "lt25", "ge25", "cold")
+LABELS = {"vanilla": "Vanilla training", "maml": "Entire-network MAML", "limaml": "LiMAML"}
+PRIOR_WEIGHT = 2.0  # pseudo-count pulling a short history's positive rate to the global rate
+
+
+# ---------------------------------------------------------------------------
+# data
+
+def read_table(path) -> pd.DataFrame:
+    p = Path(path)
+    if p.suffix == ".csv":
+        return pd.read_csv(p)
+    if p.is_dir() and (p / "_delta_log").is_dir():
+        raise ValueError(f"{p}: Delta input is read by the Spark pipeline; export Parquet for evaluate")
+    return pd.read_parquet(p)
+
+
+def history_features(df: pd.DataFrame, keys: list[str], prefix: str, rate0: float) -> pd.DataFrame:
+    """Past count and smoothed positive rate of `keys`, from strictly earlier timestamps only
+    (events sharing a timestamp do not see each other's labels)."""
+    g = df.groupby(keys + ["ts"], sort=True)["label"].agg(["size", "sum"]).reset_index()
+    grp = g.groupby(keys, sort=False)
+    g["n_before"] = grp["size"].cumsum() - g["size"]
+    g["pos_before"] = grp["sum"].cumsum() - g["sum"]
+    g[f"{prefix}_log_n"] = np.log1p(g["n_before"])
+    g[f"{prefix}_rate"] = (g["pos_before"] + PRIOR_WEIGHT * rate0) / (g["n_before"] + PRIOR_WEIGHT)
+    out = df[keys + ["ts"]].merge(g[keys + ["ts", f"{prefix}_log_n", f"{prefix}_rate"]], on=keys + ["ts"], how="left")
+    return out[[f"{prefix}_log_n", f"{prefix}_rate"]].set_index(df.index)
+
+
+def load_events(interactions_path, features_path, task_key: list[str], t1_q: float, t2_q: float,
+                max_events: int | None = None):
+    df = read_table(interactions_path)
+    missing = {*task_key, "item_id", "event_timestamp", "label"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{interactions_path}: missing columns {sorted(missing)}")
+    df = df.dropna(subset=[*task_key, "item_id", "event_timestamp", "label"])
+    df = df[df["label"].isin([0, 1])].copy()
+    df["ts"] = pd.to_datetime(df["event_timestamp"], utc=True).astype("int64") // 10**9
+    df = df.sort_values(["ts"], kind="stable").reset_index(drop=True)
+    if max_events:
+        df = df.iloc[:max_events].reset_index(drop=True)
+    t1, t2 = (float(x) for x in np.quantile(df["ts"], [t1_q, t2_q]))
+    train_mask = df["ts"] < t1
+    rate0 = float(df.loc[train_mask, "label"].mean())
+    df["task"] = pd.util.hash_pandas_object(df[task_key], index=False).astype("int64")
+    # dense item codes: ids seen in training first, so hashing adds no collisions here
+    order = pd.concat([df.loc[train_mask, "item_id"], df.loc[~train_mask, "item_id"]]).unique()
+    df["item"] = pd.Series(np.arange(len(order)), index=order).reindex(df["item_id"]).to_numpy()
+    meta_cols, other_cols = ["task_log_n", "task_rate"], ["item_log_n", "item_rate"]
+    df[meta_cols] = history_features(df, ["task"], "task", rate0)
+    df[other_cols] = history_features(df, ["item"], "item", rate0)
+    skip = {*task_key, "item_id", "event_timestamp", "label", "ts", "task", "item", *meta_cols, *other_cols}
+    context = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
+    other_cols += context
+    if features_path:
+        feats = read_table(features_path)
+        feats["fts"] = pd.to_datetime(feats["feature_timestamp"], utc=True).astype("int64") // 10**9
+        fcols = [c for c in feats.columns if c not in {*task_key, "feature_timestamp", "fts"}
+                 and pd.api.types.is_numeric_dtype(feats[c])]
+        # point in time: the latest snapshot at or before the event, per task key
+        merged = pd.merge_asof(df.reset_index().sort_values("ts"), feats.sort_values("fts")[[*task_key, "fts", *fcols]],
+                               left_on="ts", right_on="fts", by=task_key, direction="backward")
+        df = merged.sort_values("index").set_index("index").rename_axis(None)
+        df[fcols] = df[fcols].fillna(df.loc[df["ts"] < t1, fcols].mean()).fillna(0.0)
+        meta_cols += fcols
+    # standardize with training-period statistics
+    for c in meta_cols + other_cols:
+        tr = df.loc[df["ts"] < t1, c].astype(float)
+        df[c] = ((df[c].astype(float) - tr.mean()) / (tr.std() or 1.0)).fillna(0.0).astype("float32")
+    return df, t1, t2, meta_cols, other_cols
+
+
+def pack(groups: list[pd.DataFrame], meta_cols, other_cols) -> dict:
+    """Variable-length per-task frames -> padded arrays (at least length 1)."""
+    B = len(groups)
+    L = max([1] + [len(g) for g in groups])
+    out = {"x_meta": np.zeros((B, L, len(meta_cols)), np.float32), "x_other": np.zeros((B, L, len(other_cols)), np.float32),
+           "item_ids": np.zeros((B, L), np.int64), "labels": np.zeros((B, L), np.float32),
+           "lengths": np.zeros(B, np.int64)}
+    for i, g in enumerate(groups):
+        n = len(g)
+        out["lengths"][i] = n
+        if n:
+            out["x_meta"][i, :n] = g[meta_cols].to_numpy(np.float32)
+            out["x_other"][i, :n] = g[other_cols].to_numpy(np.float32)
+            out["item_ids"][i, :n] = g["item"].to_numpy()
+            out["labels"][i, :n] = g["label"].to_numpy(np.float32)
+    return out
+
+
+def training_tasks(df, t1, N, meta_cols, other_cols, support_fraction=0.75) -> TaskBatch:
+    """Each task's training history in chronological windows of <= N samples."""
+    groups, tids = [], []
+    for task, g in df[df["ts"] < t1].groupby("task", sort=False):
+        n = len(g)
+        for end in range(n, 0, -N):  # most recent window first; an older remainder too
+            groups.append(g.iloc[max(0, end - N):end])
+            tids.append(task)
+    a = pack(groups, meta_cols, other_cols)
+    ns = np.maximum(1, np.floor(a["lengths"] * support_fraction)).astype(np.int64)
+    return TaskBatch(task_ids=np.array(tids, np.int64), n_support=ns, **a)
+
+
+def eval_tasks(df, lo, hi, N, meta_cols, other_cols, train_tasks: set) -> dict:
+    """Tasks with events in [lo, hi): support = last N events before lo, query = those events."""
+    before = df[df["ts"] < lo]
+    sup_by = {t: g.iloc[-N:] for t, g in before.groupby("task", sort=False)}
+    sup, qry, tids = [], [], []
+    for task, g in df[(df["ts"] >= lo) & (df["ts"] < hi)].groupby("task", sort=False):
+        s = sup_by.get(task)
+        # no history: a stand-in sample (the first query sample's features, no label
+        # used: it is masked out) so the task can still be scored with θ
+        sup.append(s if s is not None else g.iloc[:1])
+        qry.append(g)
+        tids.append(task)
+    S, Q = pack(sup, meta_cols, other_cols), pack(qry, meta_cols, other_cols)
+    n_sup = np.array([len(sup_by.get(t, ())) for t in tids], np.int64)
+    tids = np.array(tids, np.int64)
+    return {"support": TaskBatch(task_ids=tids, **S), "query": TaskBatch(task_ids=tids, **Q), "n_support": n_sup,
+            "cold": np.array([t not in train_tasks for t in tids])}
+
+
+# ---------------------------------------------------------------------------
+# scoring
+
+def predict(params, spec: ModelSpec, ev: dict, steps: int, lr: float, which: str, chunk: int = 128) -> np.ndarray:
+    """Query logits [T, Lq] after `steps` fine-tune steps on each task's support set."""
+    S = prepare(ev["support"], spec)
+    Q = prepare(ev["query"], spec, check=False)
+    S.mask = S.mask * torch.as_tensor(ev["n_support"] > 0, dtype=torch.float32).unsqueeze(1)  # stand-ins: no gradient
+    out = np.zeros(Q.labels.shape, np.float32)
+    for s in range(0, S.lengths.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        ss, qq = S.rows(sl), Q.rows(sl)
+        p = adapt(params, spec, ss, ss.mask, steps, lr, which=which)
+        with torch.no_grad():
+            e = embed(p, spec, ss, "latest")  # the published embedding
+            pre = blocks.global_pre(p, qq.x_other, qq.item_ids, spec)
+            lg = blocks.global_from_pre(p, pre, e.unsqueeze(1).expand(-1, qq.labels.shape[1], -1), spec)
+        out[sl] = lg.numpy()
+    return out
+
+
+def slice_aucs(ev: dict, logits: np.ndarray) -> dict:
+    q = ev["query"]
+    valid = np.arange(q.labels.shape[1])[None, :] < q.lengths[:, None]
+    sel = {"all": np.ones(len(q.lengths), bool), "lt25": ev["n_support"] < 25, "ge25": ev["n_support"] >= 25,
+           "cold": ev["cold"]}
+    res = {}
+    for name, m in sel.items():
+        mm = valid & m[:, None]
+        res[name] = (auc(q.labels[mm], logits[mm]) if mm.any() else float("nan"), int(m.sum()))
+    return res
+
+
+# ---------------------------------------------------------------------------
+# the protocol
+
+def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user_id",), cfg=None, seeds=3,
+                 progress: Callable[[str], None] = print, quick: bool = False, epochs: int | None = None,
+                 ft_grid: tuple | None = None, split=(0.7, 0.85), max_events: int | None = None) -> list[dict]:
+    """Train vanilla / maml / limaml (per seed), fine-tune or not, report AUC by slice."""
+    t_start = time.time()
+    cfg = cfg or config_mod.Config()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    N = int(cfg.pipeline.cap_samples)
+    df, t1, t2, meta_cols, other_cols = load_events(interactions_path, features_path, list(task_key), *split,
+                                                    max_events=max_events)
+    progress(f"evaluate: {len(df)} events, {df['task'].nunique()} tasks; meta {meta_cols}, other {other_cols}")
+    model_cfg = cfg.model
+    if quick:
+        model_cfg = replace(model_cfg, meta_hidden=32, global_hidden=[64, 32], item_buckets=min(model_cfg.item_buckets or 0, 2048))
+    n_items = int(df["item"].max()) + 1
+    item_buckets = max(model_cfg.item_buckets, n_items) if model_cfg.item_buckets else 0
+    spec = ModelSpec.from_config(replace(model_cfg, item_buckets=item_buckets, meta_block="mlp"),
+                                 len(meta_cols), len(other_cols))
+    train_set = set(df.loc[df["ts"] < t1, "task"])
+    tr = training_tasks(df, t1, N, meta_cols, other_cols, cfg.pipeline.support_fraction)
+    va = eval_tasks(df, t1, t2, N, meta_cols, other_cols, train_set)
+    te = eval_tasks(df, t2, float("inf"), N, meta_cols, other_cols, train_set)
+    # train()'s own validation (epoch choice): support then (capped) query of validation tasks
+    has = va["n_support"] > 0
+    vb = _concat(va, has, N)
+    progress(f"split: train {len(tr)} task windows | validation {len(va['n_support'])} tasks | test "
+             f"{len(te['n_support'])} tasks ({int(te['cold'].sum())} cold)")
+    n_epochs = epochs or (4 if quick else 10)
+    grid = ft_grid or (((1, 0.3), (3, 0.3)) if quick else tuple((k, lr) for k in (1, 3) for lr in (0.1, 0.3, 1.0)))
+    results: dict = {}  # (method, ft, slice) -> list of (auc, n)
+    chosen: dict = {}
+    curves: dict = {}
+    for method in METHODS:
+        which = "meta" if method == "limaml" else "all"
+        for seed in range(int(seeds)):
+            tc = replace(cfg.train, mode=method, epochs=n_epochs, seed=seed)
+            ck = train(spec, tc, tr, valid=vb, progress=None)
+            curves.setdefault(method, []).append([v["auc"] for v in ck.metrics["valid"]])
+            # fine-tune hyper-parameters: best validation AUC (all tasks), never test
+            best = max(grid, key=lambda g: slice_aucs(va, predict(ck.params, spec, va, g[0], g[1], which))["all"][0])
+            chosen.setdefault(method, []).append({"seed": seed, "best_epoch": ck.metrics["best_epoch"],
+                                                  "ft_steps": best[0], "ft_lr": best[1]})
+            for ft, (k, lr) in ((False, (0, 0.0)), (True, best)):
+                for sl, (a, n) in slice_aucs(te, predict(ck.params, spec, te, k, lr, which)).items():
+                    results.setdefault((method, ft, sl), []).append((a, n))
+            progress(f"  {method} seed {seed}: epoch {ck.metrics['best_epoch']}, ft {best}, test AUC "
+                     f"{np.nanmean([r[0] for r in results[(method, False, 'all')][-1:]]):.4f} -> "
+                     f"{results[(method, True, 'all')][-1][0]:.4f} ({time.time() - t_start:.0f}s)")
+    rows = [{"method": m, "fine_tune": ft, "slice": sl, "auc": float(np.nanmean([a for a, _ in v])),
+             "n_tasks": int(v[0][1])} for (m, ft, sl), v in results.items()]
+    std = {(m, ft, sl): float(np.nanstd([a for a, _ in v])) for (m, ft, sl), v in results.items()}
+    (out / "report.json").write_text(json.dumps(rows, indent=2))
+    meta = {"events": len(df), "tasks": int(df["task"].nunique()), "t1": t1, "t2": t2, "seeds": int(seeds),
+            "epochs": n_epochs, "grid": grid, "chosen": chosen, "spec": spec.to_dict(), "meta_columns": meta_cols,
+            "other_columns": other_cols, "seconds": round(time.time() - t_start, 1), "quick": quick}
+    (out / "report.md").write_text(markdown(rows, std, meta))
+    plots(rows, curves, out)
+    progress(f"evaluate: wrote {out / 'report.json'}, report.md, plots ({time.time() - t_start:.0f}s)")
+    return rows
+
+
+def _concat(ev: dict, keep: np.ndarray, N: int) -> TaskBatch:
+    s, q = ev["support"], ev["query"]
+    idx = np.flatnonzero(keep)
+    ns, nq = s.lengths[idx], np.minimum(q.lengths[idx], N)
+    L = int((ns + nq).max()) if len(idx) else 1
+    arr = {k: np.zeros((len(idx), L) + getattr(s, k).shape[2:], getattr(s, k).dtype)
+           for k in ("x_meta", "x_other", "item_ids", "labels")}
+    for j, i in enumerate(idx):
+        for k in arr:
+            arr[k][j, :ns[j]] = getattr(s, k)[i, :ns[j]]
+            arr[k][j, ns[j]:ns[j] + nq[j]] = getattr(q, k)[i, :nq[j]]
+    return TaskBatch(lengths=ns + nq, task_ids=s.task_ids[idx], n_support=ns, **arr)
+
+
+# ---------------------------------------------------------------------------
+# report
+
+def markdown(rows: list[dict], std: dict, meta: dict) -> str:
+    get = {(r["method"], r["fine_tune"], r["slice"]): r for r in rows}
+    base = {sl: get[("vanilla", False, sl)]["auc"] for sl in SLICES if ("vanilla", False, sl) in get}
+
+    def cell(m, ft, sl, with_auc=True):
+        r = get.get((m, ft, sl))
+        if r is None or not np.isfinite(r["auc"]):
+            return "n/a"
+        gain = 100.0 * (r["auc"] / base[sl] - 1.0)
+        s = f"{gain:+.2f}%"
+        return f"{r['auc']:.4f} ± {std[(m, ft, sl)]:.4f} ({s})" if with_auc else s
+
+    lines = ["# LiMAML evaluation (paper Table 3 layout)", "",
+             f"{meta['events']} events, {meta['tasks']} tasks; {meta['seeds']} seed(s); up to {meta['epochs']} epochs "
+             f"(best epoch on validation); fine-tune (steps, lr) chosen on validation from {list(meta['grid'])}.", "",
+             "## AUC gain over vanilla training without fine-tune (all test tasks)", "",
+             "| | " + " | ".join(LABELS[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for ft in (False, True):
+        lines.append(f"| {'w/ fine-tune' if ft else 'w/o fine-tune'} | "
+                     + " | ".join(cell(m, ft, "all", False) for m in METHODS) + " |")
+    lines += ["", "## AUC by slice (mean ± std over seeds, gain vs vanilla w/o fine-tune)", "",
+              "| Algorithm | Fine-tune | " + " | ".join(SLICES) + " |", "|---|---|" + "---|" * len(SLICES)]
+    for m in METHODS:
+        for ft in (False, True):
+            lines.append(f"| {LABELS[m]} | {'yes' if ft else 'no'} | " + " | ".join(cell(m, ft, sl) for sl in SLICES) + " |")
+    n = {sl: get[("vanilla", False, sl)]["n_tasks"] for sl in SLICES if ("vanilla", False, sl) in get}
+    lines += ["", "Tasks per slice: " + ", ".join(f"{k} {v}" for k, v in n.items())
+              + " (lt25/ge25: support samples before the test period; cold: no event in the training period).", "",
+              "Choices made on validation: " + json.dumps(meta["chosen"]), "",
+              f"Model: {json.dumps(meta['spec'])}; meta features {meta['meta_columns']}; other features "
+              f"{meta['other_columns']}. Run time {meta['seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+def plots(rows: list[dict], curves: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    get = {(r["method"], r["fine_tune"], r["slice"]): r["auc"] for r in rows}
+    fig, ax = plt.subplots(figsize=(9, 4))
+    w = 0.13
+    for j, (m, ft) in enumerate((m, ft) for m in METHODS for ft in (False, True)):
+        xs = np.arange(len(SLICES)) + (j - 2.5) * w
+        ax.bar(xs, [get.get((m, ft, s), np.nan) for s in SLICES], w, label=f"{m}{' + FT' if ft else ''}")
+    ax.set_xticks(np.arange(len(SLICES)), SLICES)
+    vals = [v for v in get.values() if np.isfinite(v)]
+    if vals:
+        ax.set_ylim(max(0.0, min(vals) - 0.03), min(1.0, max(vals) + 0.02))
+    ax.set_ylabel("test AUC")
+    ax.legend(ncol=3, fontsize=8)
+    ax.set_title("AUC by method, fine-tune and slice")
+    fig.tight_layout()
+    fig.savefig(out / "auc_by_slice.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, runs in curves.items():
+        for i, c in enumerate(runs):
+            ax.plot(np.arange(1, len(c) + 1), c, color={"vanilla": "C0", "maml": "C1", "limaml": "C2"}[m],
+                    alpha=0.7, label=m if i == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUC (training-style)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "validation_curves.png", dpi=100)
+    plt.close(fig)

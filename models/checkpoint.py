@@ -1,0 +1,130 @@
+"""Checkpoints: spec + params + how they were trained, versioned by content hash.
+
+The version is a hash of the spec and the parameter bytes, so the same weights
+always get the same version (idempotent re-registration) and any change gets a
+new one. Files are written to a temp name and renamed: a crash never leaves a
+half-written checkpoint or a LATEST pointing at one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .blocks import ModelSpec, param_shapes
+
+FORMAT = "metaemb-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, corrupt, tampered, or the wrong shape."""
+
+
+@dataclass
+class Checkpoint:
+    spec: ModelSpec
+    params: dict[str, torch.Tensor]  # names prefixed "meta." and "global."
+    version: str = ""  # content hash of spec + params; filled in when empty
+    mode: str = "limaml"  # limaml | maml | vanilla
+    train_config: dict = field(default_factory=dict)
+    meta_columns: list[str] = field(default_factory=list)
+    context_columns: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.version:
+            self.version = content_version(self.spec, self.params)
+
+
+def content_version(spec: ModelSpec, params: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    for name in sorted(params):
+        t = params[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def check_shapes(spec: ModelSpec, params: dict, where: str = "checkpoint") -> None:
+    want = param_shapes(spec)
+    missing = sorted(set(want) - set(params))
+    extra = sorted(set(params) - set(want))
+    if missing or extra:
+        raise CheckpointError(f"{where}: parameters do not match the spec: missing {missing}, unexpected {extra}")
+    for k, shape in want.items():
+        if tuple(params[k].shape) != shape:
+            raise CheckpointError(f"{where}: parameter {k} has shape {tuple(params[k].shape)}, the spec needs {shape}")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(ckpt: Checkpoint, directory) -> Path:
+    """Write <dir>/<version>.pt and point <dir>/LATEST at it (both atomic)."""
+    check_shapes(ckpt.spec, ckpt.params)
+    ckpt.version = content_version(ckpt.spec, ckpt.params)
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{ckpt.version}.pt"
+    blob = {
+        "format": FORMAT, "version": ckpt.version, "spec": ckpt.spec.to_dict(), "mode": ckpt.mode,
+        "params": {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in ckpt.params.items()},
+        # JSON text: keeps torch.load(weights_only=True) happy whatever the dicts hold
+        "train_config": json.dumps(ckpt.train_config, default=str),
+        "metrics": json.dumps(ckpt.metrics, default=str),
+        "meta_columns": list(ckpt.meta_columns), "context_columns": list(ckpt.context_columns),
+    }
+    _atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    _atomic_write(d / "LATEST", lambda tmp: Path(tmp).write_text(ckpt.version + "\n"))
+    return path
+
+
+def load_checkpoint(path_or_dir, expect: ModelSpec | None = None) -> Checkpoint:
+    """Load a checkpoint file, or the LATEST one of a folder. Verifies the content
+    hash and, if `expect` is given, that the spec and shapes match it."""
+    p = Path(path_or_dir)
+    if p.is_dir():
+        latest = p / "LATEST"
+        if not latest.is_file():
+            raise CheckpointError(f"{p}: no LATEST file; no checkpoint has been saved in this folder")
+        p = p / f"{latest.read_text().strip()}.pt"
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint file not found: {p}")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated / not a torch file / foreign pickle
+        raise CheckpointError(f"{p}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a metaemb checkpoint (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
+    try:
+        spec = ModelSpec.from_dict(blob["spec"])
+        params = dict(blob["params"])
+        ckpt = Checkpoint(spec=spec, params=params, version=blob["version"], mode=blob["mode"],
+                          train_config=json.loads(blob["train_config"]), metrics=json.loads(blob["metrics"]),
+                          meta_columns=list(blob["meta_columns"]), context_columns=list(blob["context_columns"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{p}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
+    check_shapes(spec, params, where=str(p))
+    actual = content_version(spec, params)
+    if actual != ckpt.version:
+        raise CheckpointError(f"{p}: content hash {actual} does not match the recorded version {ckpt.version} (file altered or corrupt)")
+    if expect is not None and expect != spec:
+        diffs = [f"{k}: checkpoint {getattr(spec, k)!r} vs expected {getattr(expect, k)!r}"
+                 for k in spec.to_dict() if getattr(spec, k) != getattr(expect, k)]
+        raise CheckpointError(f"{p}: model spec mismatch ({'; '.join(diffs)}) — the checkpoint was trained "
+                              f"for other feature columns/sizes; retrain or fix the config")
+    return ckpt

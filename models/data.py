@@ -1,0 +1,140 @@
+"""TaskBatch: B tasks padded to a common length L, plus input checks.
+
+Bad input must fail loudly and say where (which task indices), never turn into
+a silent NaN embedding downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .blocks import ModelSpec
+
+
+class NonFiniteEmbeddingError(RuntimeError):
+    """Fine-tuning produced NaN/inf for some tasks; the whole batch must not be published."""
+
+    def __init__(self, task_indices: list[int], message: str):
+        super().__init__(message)
+        self.task_indices = list(task_indices)
+
+
+@dataclass
+class TaskBatch:
+    x_meta: object  # float32 [B, L, meta_in], chronological per task
+    x_other: object  # float32 [B, L, other_in]
+    item_ids: object  # int64 [B, L], already hashed (any int64)
+    labels: object  # float32 [B, L], 0/1
+    lengths: object  # int64 [B], >= 1; position length-1 is the most recent sample
+    task_ids: object  # int64 [B], hashed task key
+    n_support: object | None = None  # int64 [B]: first n_support samples are support
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def select(self, idx) -> "TaskBatch":
+        """Subset of tasks (numpy index array / slice), trimmed to its longest task."""
+        sub = {k: (None if v is None else v[idx]) for k, v in self.__dict__.items()}
+        L = int(max(1, _np(sub["lengths"]).max(initial=1)))
+        for k in ("x_meta", "x_other", "item_ids", "labels"):
+            sub[k] = sub[k][:, :L]
+        return TaskBatch(**sub)
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def _t(a, dtype, device) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+
+
+def _where(bad: torch.Tensor, task_ids: torch.Tensor | None = None, limit: int = 20) -> str:
+    idx = torch.nonzero(bad).flatten().tolist()
+    shown = ", ".join(str(i) for i in idx[:limit]) + (", ..." if len(idx) > limit else "")
+    s = f"{len(idx)} task(s), indices [{shown}]"
+    if task_ids is not None:
+        keys = task_ids[bad][:limit].tolist()
+        s += f" (task_ids {keys}{' ...' if len(idx) > limit else ''})"
+    return s
+
+
+@dataclass
+class Tensors:
+    """A checked TaskBatch as tensors on one device; padding zeroed."""
+
+    x_meta: torch.Tensor
+    x_other: torch.Tensor
+    item_ids: torch.Tensor
+    labels: torch.Tensor
+    lengths: torch.Tensor
+    task_ids: torch.Tensor
+    mask: torch.Tensor  # float [B, L]: 1 on valid samples
+    n_support: torch.Tensor | None
+
+    def rows(self, sl) -> "Tensors":
+        return Tensors(**{k: (None if v is None else v[sl]) for k, v in self.__dict__.items()})
+
+
+def prepare(batch: TaskBatch, spec: ModelSpec, device="cpu", check: bool = True) -> Tensors:
+    """Convert + validate. Raises ValueError naming the offending task indices."""
+    x_meta = _t(batch.x_meta, torch.float32, device)
+    x_other = _t(batch.x_other, torch.float32, device)
+    item_ids = _t(batch.item_ids, torch.int64, device)
+    labels = _t(batch.labels, torch.float32, device)
+    lengths = _t(batch.lengths, torch.int64, device)
+    task_ids = _t(batch.task_ids, torch.int64, device)
+    n_support = None if batch.n_support is None else _t(batch.n_support, torch.int64, device)
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
+    B = lengths.shape[0]
+    if x_meta.dim() == 2 and spec.meta_in == 0 and x_meta.shape[1] == labels.shape[-1]:
+        x_meta = x_meta.unsqueeze(-1)[..., :0]  # tolerate [B, L] placeholder for "no meta features"
+    if x_other.dim() == 2 and spec.other_in == 0 and x_other.shape[1] == labels.shape[-1]:
+        x_other = x_other.unsqueeze(-1)[..., :0]
+    if labels.dim() != 2 or labels.shape[0] != B:
+        raise ValueError(f"labels must be [B={B}, L], got shape {tuple(labels.shape)}")
+    L = labels.shape[1]
+    for name, a, width in (("x_meta", x_meta, spec.meta_in), ("x_other", x_other, spec.other_in)):
+        if a.dim() != 3 or a.shape[:2] != (B, L):
+            raise ValueError(f"{name} must be [B={B}, L={L}, {width}], got shape {tuple(a.shape)}")
+        if a.shape[2] != width:
+            what = "meta_in" if name == "x_meta" else "other_in"
+            raise ValueError(f"{name} has {a.shape[2]} columns but the model spec expects {what}={width}")
+    if tuple(item_ids.shape) != (B, L):
+        raise ValueError(f"item_ids must be [B={B}, L={L}], got shape {tuple(item_ids.shape)}")
+    if tuple(task_ids.shape) != (B,):
+        raise ValueError(f"task_ids must be [B={B}], got shape {tuple(task_ids.shape)}")
+    mask_b = torch.arange(L, device=device).unsqueeze(0) < lengths.unsqueeze(1)
+    if check:
+        bad = lengths < 1
+        if bad.any():
+            raise ValueError(f"empty tasks (lengths < 1) in {_where(bad, task_ids)}")
+        bad = lengths > L
+        if bad.any():
+            raise ValueError(f"lengths exceed the padded length L={L} in {_where(bad, task_ids)}")
+        for name, a in (("x_meta", x_meta), ("x_other", x_other)):
+            if a.shape[2]:
+                bad = (~torch.isfinite(a).all(-1) & mask_b).any(-1)
+                if bad.any():
+                    raise ValueError(f"{name} has NaN/inf values in {_where(bad, task_ids)}")
+        bad = (((labels != 0) & (labels != 1)) & mask_b).any(-1)
+        if bad.any():
+            raise ValueError(f"labels outside {{0, 1}} in {_where(bad, task_ids)}")
+        if n_support is not None:
+            bad = (n_support < 0) | (n_support > lengths)
+            if bad.any():
+                raise ValueError(f"n_support outside [0, length] in {_where(bad, task_ids)}")
+    # Zero the padding: garbage (even NaN) there must not leak through 0 * NaN.
+    m3 = mask_b.unsqueeze(-1)
+    x_meta = torch.where(m3, x_meta, torch.zeros((), device=device))
+    x_other = torch.where(m3, x_other, torch.zeros((), device=device))
+    labels = torch.where(mask_b, labels, torch.zeros((), device=device))
+    item_ids = torch.where(mask_b, item_ids, torch.zeros((), dtype=torch.int64, device=device))
+    return Tensors(x_meta.contiguous(), x_other.contiguous(), item_ids, labels, lengths, task_ids,
+                   mask_b.float(), n_support)

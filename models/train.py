@@ -1,0 +1,203 @@
+"""Algorithm 2a: meta-training over batches of tasks (LiMAML / MAML / vanilla).
+
+limaml:  inner loop adapts a per-task copy of θ_meta on the support set (n SGD
+         steps, lr α); the query loss of the adapted model updates θ_meta (through
+         the inner loop: second-order by default) and θ_global.
+maml:    the same, but the whole network is adapted in the inner loop.
+vanilla: the same task batching, no inner loop; the loss is on all samples.
+A warm start (`init`, e.g. limaml from a vanilla checkpoint) just begins from
+those parameters. Outer optimizer: Adam, lr = β · tasks_per_batch / 128 (the
+paper's linear scaling), linear warm-up then cosine decay, grad-norm clip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import blocks
+from .blocks import ModelSpec
+from .checkpoint import Checkpoint
+from .data import TaskBatch, Tensors, prepare
+from .finetune import adapt
+from .metrics import auc
+
+MODES = ("limaml", "maml", "vanilla")
+
+
+def _cfg_dict(train_cfg) -> dict:
+    if dataclasses.is_dataclass(train_cfg):
+        return dataclasses.asdict(train_cfg)
+    return dict(train_cfg)
+
+
+def _trim(t: Tensors, idx: torch.Tensor) -> Tensors:
+    """Rows idx, cut to their longest task (less padding = less work)."""
+    L = int(t.lengths[idx].max())
+    return Tensors(t.x_meta[idx, :L], t.x_other[idx, :L], t.item_ids[idx, :L], t.labels[idx, :L],
+                   t.lengths[idx], t.task_ids[idx], t.mask[idx, :L], t.n_support[idx])
+
+
+def split_masks(t: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """(support, query) float masks: the first n_support valid samples are support."""
+    pos = torch.arange(t.mask.shape[1], device=t.mask.device).unsqueeze(0)
+    sup = (pos < t.n_support.unsqueeze(1)).float() * t.mask
+    return sup, t.mask - sup
+
+
+def task_losses(params: dict, spec: ModelSpec, t: Tensors, c: dict, track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-task loss the outer step minimizes, plus (query logits, query mask)."""
+    mode = c["mode"]
+    if mode == "vanilla":
+        p = blocks.task_view(params, spec, t.task_ids)
+        lg = blocks.logits(p, t.x_meta, t.x_other, t.item_ids, spec)
+        return blocks.masked_task_loss(lg, t.labels, t.mask), lg, t.mask
+    sup, qry = split_masks(t)
+    p = adapt(params, spec, t, sup, int(c["inner_steps"]), float(c["task_lr"]),
+              which="meta" if mode == "limaml" else "all", track=track, first_order=bool(c["first_order"]))
+    with torch.set_grad_enabled(track):
+        lg = blocks.logits(p, t.x_meta, t.x_other, t.item_ids, spec)
+        return blocks.masked_task_loss(lg, t.labels, qry), lg, qry
+
+
+def evaluate_batch(params: dict, spec: ModelSpec, t: Tensors, c: dict, chunk: int = 1024) -> dict:
+    """Query loss and AUC (pooled over samples) the way the mode infers."""
+    losses, ys, ss = [], [], []
+    for s in range(0, t.lengths.shape[0], chunk):
+        sub = _trim(t, torch.arange(s, min(s + chunk, t.lengths.shape[0]), device=t.lengths.device))
+        with torch.no_grad():
+            per_task, lg, m = task_losses(params, spec, sub, c, track=False)
+        keep = m.sum(1) > 0
+        losses.append(per_task[keep])
+        sel = m > 0
+        ys.append(sub.labels[sel].cpu().numpy())
+        ss.append(lg.detach()[sel].cpu().numpy())
+    y, sc = np.concatenate(ys), np.concatenate(ss)
+    return {"loss": float(torch.cat(losses).mean()), "auc": auc(y, sc), "n_tasks": int(sum(len(x) for x in losses))}
+
+
+class Adam:
+    """Plain Adam (Kingma & Ba). Hand-written because torch.optim imports
+    torch._dynamo on first use, which costs 10+ s per process on a small CPU box."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
+
+
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
+    """Scale all gradients so their global L2 norm is at most max_norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale)
+    return float(norm)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 5% at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    frac = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | None = None,
+          init: Checkpoint | None = None, meta_columns=(), context_columns=(),
+          progress: Callable[[str], None] | None = None, device: str = "cpu") -> Checkpoint:
+    """Train θ_meta and θ_global on `data` (n_support must be set). With `valid`, the
+    epoch with the best validation AUC is kept (hyper-parameters/epochs chosen on
+    validation, never on test)."""
+    c = _cfg_dict(train_cfg)
+    mode = c["mode"]
+    if mode not in MODES:
+        raise ValueError(f"train mode must be one of {MODES}, got {mode!r}")
+    if data.n_support is None:
+        raise ValueError("train() needs data.n_support (support/query split per task)")
+    say = progress or (lambda line: None)
+    t = prepare(data, spec, device)
+    if mode != "vanilla":  # a task needs both a support and a query sample to teach adaptation
+        ok = (t.n_support >= 1) & (t.n_support < t.lengths)
+        if not ok.any():
+            raise ValueError("no task has both support and query samples (need 1 <= n_support < length)")
+        t = t.rows(ok)
+    tv = None
+    if valid is not None:
+        if valid.n_support is None:
+            raise ValueError("valid needs n_support: support = fine-tune samples, query = evaluated samples")
+        tv = prepare(valid, spec, device)
+        tv = tv.rows((tv.n_support < tv.lengths) & ((tv.n_support >= 1) | (mode == "vanilla")))
+
+    if init is not None:
+        if init.spec != spec:
+            raise ValueError(f"warm-start checkpoint {init.version} has spec {init.spec}, training spec is {spec}")
+        start = init.params
+    else:
+        start = blocks.init_params(spec, seed=int(c.get("seed", 0)))
+    params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in start.items()}
+
+    T = t.lengths.shape[0]
+    tpb = int(c["tasks_per_batch"])
+    steps_per_epoch = max(1, math.ceil(T / tpb))
+    total = steps_per_epoch * int(c["epochs"])
+    warmup = min(int(c["warmup_steps"]), max(1, total // 5))
+    peak_lr = float(c["meta_lr"]) * tpb / 128.0
+    opt = Adam(list(params.values()), lr=peak_lr)
+    gen = torch.Generator().manual_seed(int(c.get("seed", 0)))
+    metrics: dict = {"train_loss": [], "valid": [], "n_train_tasks": T, "peak_lr": peak_lr}
+    best = (-1.0, None, -1)
+    t0, step = time.time(), 0
+    for epoch in range(int(c["epochs"])):
+        perm = torch.randperm(T, generator=gen).to(device)
+        run_loss = 0.0
+        for b in range(steps_per_epoch):
+            sub = _trim(t, perm[b * tpb:(b + 1) * tpb])
+            opt.lr = peak_lr * lr_factor(step, warmup, total)
+            per_task, _, _ = task_losses(params, spec, sub, c, track=True)
+            loss = per_task.mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch} step {step}; "
+                                         f"lower meta_lr ({c['meta_lr']}) or task_lr ({c['task_lr']})")
+            for p in params.values():
+                p.grad = None
+            loss.backward()
+            clip_grad_norm(list(params.values()), float(c["grad_clip"]))
+            opt.step()
+            run_loss += loss.item()
+            step += 1
+        metrics["train_loss"].append(run_loss / steps_per_epoch)
+        line = f"[{mode}] epoch {epoch + 1}/{c['epochs']} step {step}/{total} train_loss {run_loss / steps_per_epoch:.4f}"
+        if tv is not None and tv.lengths.shape[0] > 0:
+            v = evaluate_batch(params, spec, tv, c)
+            metrics["valid"].append(v)
+            line += f" valid_loss {v['loss']:.4f} valid_auc {v['auc']:.4f}"
+            if v["auc"] > best[0] or best[1] is None:
+                best = (v["auc"], {k: p.detach().clone() for k, p in params.items()}, epoch + 1)
+        say(line + f" ({time.time() - t0:.1f}s)")
+    final = best[1] if best[1] is not None else {k: p.detach().clone() for k, p in params.items()}
+    metrics["best_epoch"] = best[2] if best[1] is not None else int(c["epochs"])
+    metrics["train_seconds"] = round(time.time() - t0, 2)
+    tc = dict(c)
+    if init is not None:
+        tc["warm_start_from"] = init.version
+    return Checkpoint(spec=spec, params={k: v.cpu() for k, v in final.items()}, mode=mode, train_config=tc,
+                      meta_columns=list(meta_columns), context_columns=list(context_columns), metrics=metrics)

@@ -1,0 +1,124 @@
+"""Helpers for the Airflow tests (a uniquely named module: tests/*/conftest.py share a name).
+
+Airflow itself is never imported into the pytest process (it reads AIRFLOW_HOME once, at
+import): every Airflow step runs as a subprocess through scripts/airflow.sh, the way a user
+runs it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from metaemb import config as config_mod
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW_SH = PROJECT_ROOT / "scripts" / "airflow.sh"
+END_DATE = dt.date(2026, 10, 30)  # last day of synthetic events
+DAYS = 10
+TRAIN_DATE = dt.date(2026, 10, 29)
+DAGS_TEST_DATE = dt.date(2026, 10, 29)
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML form for {v!r}")
+
+
+def write_config(path: Path, raw: dict[str, dict]) -> Path:
+    """Write sections -> TOML, then load it with metaemb.config (fails on a bad key)."""
+    lines = []
+    for section, values in raw.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    config_mod.load(path)
+    return path
+
+
+def project_raw(root: Path, **sections) -> dict[str, dict]:
+    """The tests/conftest.py make_config layout, as TOML sections, for a tiny data set."""
+    raw = {
+        "data": {"interactions": str(root / "data" / "interactions.parquet"),
+                 "entity_features": str(root / "data" / "entity_features.parquet")},
+        "pipeline": {"storage_root": str(root / "lake"), "task_buckets": 2, "window_days": 3},
+        "model": {"checkpoint_dir": str(root / "models"), "meta_hidden": 32, "global_hidden": [32],
+                  "item_buckets": 256},
+        "train": {"epochs": 1},
+        "feast": {"repo_path": str(PROJECT_ROOT / "feature_repo"),
+                  "sqlite_path": str(root / "feast" / "online.db"),
+                  "registry_path": str(root / "feast" / "registry.db")},
+        "airflow": {"home": str(root / "airflow"), "start_date": "2026-10-01", "end_date": "2026-10-31", "retries": 0,
+                    "retry_delay_minutes": 0.1},
+        "spark": {"jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 2, "master": "local[2]",
+                  "driver_memory": "1g"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def airflow_sh(config: Path, *args: str, env: dict | None = None, timeout: float = 900,
+               check: bool = True) -> subprocess.CompletedProcess:
+    """scripts/airflow.sh --config CONFIG ARGS..., output captured (and echoed on failure)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    full_env.update(env or {})
+    t = time.perf_counter()
+    proc = subprocess.run([str(AIRFLOW_SH), "--config", str(config), *args], env=full_env, text=True,
+                          capture_output=True, timeout=timeout, cwd=str(PROJECT_ROOT))
+    proc.seconds = time.perf_counter() - t
+    if check and proc.returncode != 0:
+        pytest.fail(f"scripts/airflow.sh {' '.join(args)} exited {proc.returncode} after {proc.seconds:.0f}s\n"
+                    f"--- stdout (tail)\n{proc.stdout[-6000:]}\n--- stderr (tail)\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def task_logs(home: Path, dag_id: str, limit: int = 4000) -> str:
+    """Tail of every task log under an AIRFLOW_HOME, for failure messages."""
+    out = []
+    for f in sorted((home / "logs").glob(f"dag_id={dag_id}/**/*.log")):
+        out.append(f"--- {f.relative_to(home)}\n{f.read_text(errors='replace')[-limit:]}")
+    return "\n".join(out)
+
+
+def config_for(root: Path, name: str, **sections) -> Path:
+    """A config over the shared project, with its own Airflow home (root/airflow-NAME)."""
+    raw = project_raw(root, **sections)
+    raw["airflow"]["home"] = str(root / f"airflow-{name}")
+    return write_config(root / f"metaemb-{name}.toml", raw)
+
+
+def table_counts(spark, cfg: config_mod.Config, name: str, date_col: str, keys: list[str]):
+    """{date: (rows, distinct keys)} of one Delta table."""
+    from pyspark.sql import functions as F
+
+    df = spark.read.format("delta").load(str(cfg.table_path(name)))
+    rows = (df.groupBy(date_col).agg(F.count(F.lit(1)).alias("rows"),
+                                     F.countDistinct(*keys).alias("distinct"))
+            .collect())
+    return {r[date_col]: (r["rows"], r["distinct"]) for r in rows}
+
+
+def require(binary: str) -> str:
+    exe = shutil.which(binary)
+    if exe is None:
+        pytest.fail(f"{binary} not installed")
+    return exe
+
+

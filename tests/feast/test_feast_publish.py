@@ -1,0 +1,264 @@
+"""Feast side, end to end on real parts: Delta table -> feast apply -> publish (fast and
+stock materialize) -> get_online_features, on SQLite and on a real redis-server; the
+publish gate; kill -9 in the middle of a publish (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from metaemb import config as config_mod
+from pipelines import feast_store, publish as publish_mod, tables
+
+from feastutil import make_config, random_embeddings, write_meta_embeddings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
+N = 200
+
+
+def keys(n=N, prefix="u"):
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def all_rows(cfg, n=N):
+    df = feast_store.lookup(cfg, [{"user_id": k} for k in keys(n)] + [{"user_id": "missing"}])
+    return df.sort_values("user_id").reset_index(drop=True)
+
+
+def sqlite_dump(cfg) -> list:
+    con = sqlite3.connect(cfg.path(cfg.feast.sqlite_path))
+    try:
+        return con.execute(
+            f"SELECT entity_key, feature_name, value, event_ts FROM {cfg.feast.project}_meta_embedding "
+            "ORDER BY entity_key, feature_name").fetchall()
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------ repo / apply
+
+
+def test_committed_feature_store_yaml_is_the_default_config_rendered():
+    committed = (PROJECT_ROOT / "feature_repo" / "feature_store.yaml").read_text()
+    default = config_mod.from_dict({}, source="<defaults>", base_dir=PROJECT_ROOT)
+    assert committed == feast_store.render_yaml(default), (
+        "feature_repo/feature_store.yaml drifted from metaemb.config defaults: regenerate with "
+        "`python -m pipelines.feast_store render > feature_repo/feature_store.yaml`")
+    from feast.repo_config import load_repo_config
+
+    rc = load_repo_config(PROJECT_ROOT / "feature_repo", PROJECT_ROOT / "feature_repo" / "feature_store.yaml")
+    assert rc.project == default.feast.project and rc.online_store.type == "sqlite"
+
+
+def test_feast_cli_apply_on_the_repo_as_written(spark, tmp_path):
+    """The real `feast apply` CLI over feature_repo/, driven by a METAEMB_CONFIG file."""
+    cfg_file = tmp_path / "metaemb.toml"
+    cfg_file.write_text(
+        f'[pipeline]\nstorage_root = "{tmp_path / "lake"}"\n'
+        f'[feast]\nregistry_path = "{tmp_path / "feast" / "registry.db"}"\n'
+        f'sqlite_path = "{tmp_path / "feast" / "online.db"}"\nproject = "cli_apply"\n'
+        f'[spark]\njars_dir = "{PROJECT_ROOT / ".jars"}"\nmaster = "local[1]"\n'
+    )
+    cfg = config_mod.load(cfg_file)
+    write_meta_embeddings(spark, cfg, D1, keys(20), random_embeddings(20))  # source validation reads it
+    yaml_file = tmp_path / "feature_store.yaml"
+    yaml_file.write_text(feast_store.render_yaml(cfg, relative=False))
+    env = {**os.environ, "METAEMB_CONFIG": str(cfg_file)}
+    feast_exe = str(Path(sys.executable).parent / "feast")
+    proc = subprocess.run([feast_exe, "-c", str(PROJECT_ROOT / "feature_repo"), "-f", str(yaml_file), "apply"],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    store = feast_store.feature_store(cfg)
+    fv = store.get_feature_view("meta_embedding")
+    assert [f.name for f in fv.features] == ["embedding", "n_samples", "model_version"]
+    assert fv.batch_source.path == str(cfg.table_path(tables.META_EMBEDDINGS))
+    assert store.get_feature_service("metaemb").name == "metaemb"
+    assert sorted(e.name for e in store.list_entities()) == ["user_id"]
+    # ...and a publish + lookup through the CLI-applied registry works
+    feast_store.write_partition(cfg, spark, D1, "fast", store=store)
+    out = feast_store.lookup(cfg, [{"user_id": "u3"}])
+    np.testing.assert_allclose(out["embedding"][0], random_embeddings(20)[3], rtol=0, atol=0)
+
+
+# ------------------------------------------------------- fast == stock materialize
+
+
+def _two_stores(tmp_path, **feast_extra):
+    """Two configs over ONE lake: store A published with fast, store B with materialize."""
+    lake = {"storage_root": str(tmp_path / "lake")}
+    a = make_config(tmp_path / "a", pipeline=lake, feast={"project": "fast_p", **feast_extra})
+    b = make_config(tmp_path / "b", pipeline=lake, feast={"project": "mat_p", **feast_extra})
+    return a, b
+
+
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, request):
+    extra = {}
+    if online == "redis":
+        extra = {"online_store": "redis", "redis_connection": request.getfixturevalue("redis_server")}
+    a, b = _two_stores(tmp_path, **extra)
+    emb1 = random_embeddings(N, seed=1)
+    write_meta_embeddings(spark, a, D1, keys(), emb1, model_version="m1")
+    # write_partition = publish without gate/log (those are covered below); same store calls
+    ra = feast_store.write_partition(a, spark, D1, "fast", store=feast_store.apply(a))
+    feast_store.write_partition(b, spark, D1, "materialize", store=feast_store.apply(b))
+    assert ra.rows == N
+    la, lb = all_rows(a), all_rows(b)
+    assert la.equals(lb), (la.head(), lb.head())
+    row = la[la.user_id == "u7"].iloc[0]
+    np.testing.assert_array_equal(np.asarray(row["embedding"], dtype=np.float32), emb1[7])
+    assert row["model_version"] == "m1" and int(row["n_samples"]) == 8
+    assert la[la.user_id == "missing"]["embedding"].isna().all()
+    # the registry knows both stores were materialized for the same interval
+    ia = feast_store.feature_store(a).get_feature_view("meta_embedding").materialization_intervals
+    ib = feast_store.feature_store(b).get_feature_view("meta_embedding").materialization_intervals
+    assert ia == ib == [feast_store.day_interval(D1)]
+    # day 2: a subset of keys with new values -> both paths agree again (upsert semantics)
+    emb2 = random_embeddings(N, seed=2) * 0.1 + emb1  # small drift
+    write_meta_embeddings(spark, a, D2, keys(150), emb2[:150], model_version="m2")
+    feast_store.write_partition(a, spark, D2, "fast")
+    feast_store.write_partition(b, spark, D2, "materialize")
+    la2, lb2 = all_rows(a), all_rows(b)
+    assert la2.equals(lb2)
+    assert (la2.model_version == "m2").sum() == 150 and (la2.model_version == "m1").sum() == N - 150
+
+
+def test_republish_same_date_is_idempotent(spark, cfg):
+    emb = random_embeddings(N, seed=3)
+    write_meta_embeddings(spark, cfg, D1, keys(), emb)
+    publish_mod.publish(cfg, spark, D1)
+    before, dump1 = all_rows(cfg), sqlite_dump(cfg)
+    res = publish_mod.publish(cfg, spark, D1)
+    assert res.status == "published" and res.rows == N
+    assert all_rows(cfg).equals(before)
+    assert sqlite_dump(cfg) == dump1 and len(dump1) == 3 * N
+    fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
+    assert {tuple(i) for i in fv.materialization_intervals} == {feast_store.day_interval(D1)}
+    log = publish_mod.publish_log(cfg, spark).orderBy("logged_at").collect()
+    assert [(r.run_date, r.status, r.rows, r.method) for r in log] == [(D1, "published", N, "fast")] * 2
+
+
+# ---------------------------------------------------------------------------- gate
+
+
+def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
+    write_meta_embeddings(spark, cfg, D1, keys(), random_embeddings(N, seed=4))
+    publish_mod.publish(cfg, spark, D1)
+    served, dump = all_rows(cfg), sqlite_dump(cfg)
+
+    bad = random_embeddings(N, seed=5)
+    bad[3, 0] = np.nan
+    bad[9, 5] = np.inf
+    write_meta_embeddings(spark, cfg, D2, keys(), bad)
+    with pytest.raises(publish_mod.GateError) as e:
+        publish_mod.publish(cfg, spark, D2)
+    msg = str(e.value)
+    assert "2 embeddings are null or hold NaN/inf" in msg and "nan_inf_rows=2" in msg and f"rows={N}" in msg
+    assert sqlite_dump(cfg) == dump and all_rows(cfg).equals(served)
+
+    write_meta_embeddings(spark, cfg, D2, keys(10), random_embeddings(10, seed=6))  # 95% drop
+    with pytest.raises(publish_mod.GateError) as e:
+        publish_mod.publish(cfg, spark, D2)
+    msg = str(e.value)
+    assert f"row count 10 vs {N} on {D1}" in msg and "ratio 0.05 outside [0.5, 2]" in msg
+    assert "prev_rows=200" in msg and "row_ratio=0.05" in msg
+    assert sqlite_dump(cfg) == dump and all_rows(cfg).equals(served)
+
+    # drift: same keys, unrelated vectors -> mean cosine ~ 0 -> drift ~ 1 > 0.5
+    write_meta_embeddings(spark, cfg, D2, keys(), random_embeddings(N, seed=7))
+    with pytest.raises(publish_mod.GateError, match=r"drift 1 - mean cosine = [01]\.\d+ over 200 common keys"):
+        publish_mod.publish(cfg, spark, D2)
+    assert sqlite_dump(cfg) == dump
+
+    statuses = [r.status for r in publish_mod.publish_log(cfg, spark).orderBy("logged_at").collect()]
+    assert statuses == ["published", "blocked", "blocked", "blocked"]
+    fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
+    assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
+
+
+# ------------------------------------------------------------------------ kill -9
+
+_CHILD = r"""
+import json, sys
+import pyarrow.parquet as pq
+from datetime import date
+from metaemb import config as config_mod
+from pipelines import feast_store
+cfg = config_mod.from_dict(json.loads(sys.argv[1]), source="<child>", base_dir=sys.argv[2])
+table = pq.read_table(sys.argv[3])
+feast_store.write_partition(cfg, None, date.fromisoformat(sys.argv[4]), "fast", table=table)
+print("DONE")
+"""
+
+
+def _publish_in_child(cfg, spark, run_date, tmp_path, pause_at=None):
+    import pyarrow.parquet as pq
+
+    part = tmp_path / f"part-{run_date}.parquet"
+    pq.write_table(feast_store.read_partition(cfg, spark, run_date), part)
+    marker = tmp_path / "paused"
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    if pause_at:
+        env.update(METAEMB_TEST_PAUSE_AT=pause_at, METAEMB_TEST_PAUSE_MARKER=str(marker))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(cfg.to_dict()), cfg.base_dir, str(part), run_date.isoformat()],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if pause_at is None:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "DONE" in out, err[-3000:]
+        return None
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "child never reached the pause point"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("online,pause_at", [("sqlite", "sqlite:mid-transaction"), ("redis", "redis:mid-multi")])
+def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at, request):
+    extra = {"project": "killtest"}
+    if online == "redis":
+        extra.update(online_store="redis", redis_connection=request.getfixturevalue("redis_server"))
+    cfg = make_config(tmp_path, feast=extra)
+    n = 3000
+    emb1, emb2 = random_embeddings(n, seed=8), random_embeddings(n, seed=9)
+    write_meta_embeddings(spark, cfg, D1, keys(n), emb1, model_version="day1")
+    feast_store.write_partition(cfg, spark, D1, "fast", store=feast_store.apply(cfg))
+    day1 = all_rows(cfg, n)
+    assert set(day1.model_version.dropna()) == {"day1"}
+
+    write_meta_embeddings(spark, cfg, D2, keys(n), emb2, model_version="day2")
+    proc = _publish_in_child(cfg, spark, D2, tmp_path, pause_at=pause_at)
+    try:
+        # while the child holds its uncommitted day-2 transaction, readers still get day 1
+        assert all_rows(cfg, n).equals(day1)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    after = all_rows(cfg, n)
+    assert after.equals(day1), "a killed publish left a mix of two days"
+    fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
+    assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
+
+    # a rerun completes and serves the whole of day 2
+    _publish_in_child(cfg, spark, D2, tmp_path)
+    day2 = all_rows(cfg, n)
+    assert set(day2.model_version.dropna()) == {"day2"}
+    got = np.stack(day2[day2.user_id != "missing"].sort_values(
+        "user_id", key=lambda s: s.str[1:].astype(int))["embedding"].to_numpy()).astype(np.float32)
+    np.testing.assert_array_equal(got, emb2)
