@@ -180,42 +180,39 @@ def _numeric_columns(schema: pa.Schema, reserved: set[str], configured: list[str
     return cols
 
 
-def check_interactions_schema(cfg: Config, path: Path) -> InputReport:
+def _check_columns(cfg: Config, path: Path, required: list[tuple[str, str, set[str], str]],
+                   numeric_role: str, configured: list[str]) -> tuple[InputReport, list[str]]:
+    """Shared schema check: task keys + `required` (column, role, kinds, expected) + numeric columns."""
     report = InputReport(str(path))
     try:
         schema = read_schema(path)
     except (OSError, pa.ArrowInvalid, ValueError) as e:
         report.problems.append(f"{path}: unreadable as {input_format(path)}: {e}")
-        return report
-    for key in cfg.data.task_key:
-        if not _missing(report, schema, key, "task key"):
-            _expect(report, schema, key, KEY_KINDS, "an integer or string task key")
-    if not _missing(report, schema, ITEM_ID, "item id"):
-        _expect(report, schema, ITEM_ID, KEY_KINDS, "an integer or string id")
-    if not _missing(report, schema, EVENT_TS, "event time"):
-        _expect(report, schema, EVENT_TS, {"timestamp"}, "a timestamp with time zone")
-    if not _missing(report, schema, LABEL, "label"):
-        _expect(report, schema, LABEL, NUMERIC, "0/1 (integer, boolean or float)")
-    reserved = {*cfg.data.task_key, ITEM_ID, EVENT_TS, LABEL}
-    report.used_columns["context"] = _numeric_columns(schema, reserved, cfg.data.context_columns, report, "context")
+        return report, []
+    keys = [(k, "task key", KEY_KINDS, "an integer or string task key") for k in cfg.data.task_key]
+    for column, role, kinds, expected in keys + required:
+        if not _missing(report, schema, column, role):
+            _expect(report, schema, column, kinds, expected)
+    reserved = {*cfg.data.task_key, *(c for c, *_ in required)}
+    return report, _numeric_columns(schema, reserved, configured, report, numeric_role)
+
+
+def check_interactions_schema(cfg: Config, path: Path) -> InputReport:
+    report, context = _check_columns(cfg, path, [
+        (ITEM_ID, "item id", KEY_KINDS, "an integer or string id"),
+        (EVENT_TS, "event time", {"timestamp"}, "a timestamp with time zone"),
+        (LABEL, "label", NUMERIC, "0/1 (integer, boolean or float)"),
+    ], "context", cfg.data.context_columns)
+    report.used_columns["context"] = context
     return report
 
 
 def check_features_schema(cfg: Config, path: Path) -> InputReport:
-    report = InputReport(str(path))
-    try:
-        schema = read_schema(path)
-    except (OSError, pa.ArrowInvalid, ValueError) as e:
-        report.problems.append(f"{path}: unreadable as {input_format(path)}: {e}")
-        return report
-    for key in cfg.data.task_key:
-        if not _missing(report, schema, key, "task key"):
-            _expect(report, schema, key, KEY_KINDS, "an integer or string task key")
-    if not _missing(report, schema, FEATURE_TS, "snapshot time"):
-        _expect(report, schema, FEATURE_TS, {"timestamp"}, "a timestamp with time zone")
-    reserved = {*cfg.data.task_key, FEATURE_TS}
-    report.used_columns["meta"] = _numeric_columns(schema, reserved, cfg.data.meta_feature_columns, report, "meta feature")
-    if not report.used_columns["meta"] and not report.problems:
+    report, meta = _check_columns(cfg, path, [
+        (FEATURE_TS, "snapshot time", {"timestamp"}, "a timestamp with time zone"),
+    ], "meta feature", cfg.data.meta_feature_columns)
+    report.used_columns["meta"] = meta
+    if not meta and not report.problems:
         report.problems.append(f"{path}: no numeric feature columns besides keys and {FEATURE_TS}")
     return report
 
