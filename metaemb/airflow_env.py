@@ -186,10 +186,20 @@ def dags_test(cfg: config_mod.Config, date: str, dag_id: str = wiring.DAILY_DAG_
     env = airflow_env(cfg)
     init(cfg, env)
     t = time.perf_counter()
-    proc = airflow(cfg, "dags", "test", dag_id, date, env=env, check=False)
-    print(f"[airflow] dags test {dag_id} {date}: exit {proc.returncode} in {time.perf_counter() - t:.1f}s",
+    # `dags test` runs the tasks in this process and logs them to stdout only: keep a copy.
+    log_path = home(cfg) / "logs" / f"dags-test_{dag_id}_{date}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    exe = str(Path(sys.executable).parent / "airflow")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([exe, "dags", "test", dag_id, date], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, cwd=str(wiring.PROJECT_ROOT))
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        rc = proc.wait()
+    print(f"[airflow] dags test {dag_id} {date}: exit {rc} in {time.perf_counter() - t:.1f}s (log {log_path})",
           flush=True)
-    return proc.returncode
+    return rc
 
 
 # --- services -----------------------------------------------------------------------------
@@ -207,9 +217,11 @@ def _pid(cfg, name: str) -> int | None:
     pid = int(f.read_text())
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (ProcessLookupError, FileNotFoundError):
         return None
-    return pid
+    # A stale pid file whose pid now belongs to some other program: not ours to signal.
+    return pid if "airflow" in cmdline else None
 
 
 def running(cfg) -> dict[str, int | None]:

@@ -144,6 +144,13 @@ def feature_store(cfg: Config):
 def definitions(cfg: Config) -> dict:
     """feature_repo/definitions.build(cfg), loaded from the repo folder of this config."""
     path = repo_dir(cfg) / "definitions.py"
+    if not path.is_file():
+        # a config file kept outside the project resolves the default "feature_repo" next to
+        # itself; the declarations are code shipped with metaemb, so use the packaged ones
+        from feature_repo import definitions as packaged
+
+        log.info("no %s: using the packaged feature_repo definitions", path)
+        return packaged.build(cfg)
     spec = importlib.util.spec_from_file_location("metaemb_feature_repo_definitions", path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
@@ -176,7 +183,14 @@ def day_interval(run_date: date) -> tuple[datetime, datetime]:
 
 
 def read_partition(cfg: Config, spark, run_date: date):
-    """The run_date partition of meta_embeddings as an Arrow table (driver side)."""
+    """The run_date partition of meta_embeddings as an Arrow table (driver side).
+
+    Spark resolves the partition's files from the Delta snapshot (metadata only); when the
+    table uses no feature that changes how a data file is read (deletion vectors, column
+    mapping), those Parquet files are read straight into Arrow, which on this box is
+    several times faster than collecting the rows through a Spark job. Otherwise the rows
+    come through Spark (`toArrow`).
+    """
     from pyspark.sql import functions as F
 
     path = cfg.table_path(tables.META_EMBEDDINGS)
@@ -186,7 +200,39 @@ def read_partition(cfg: Config, spark, run_date: date):
             tables.EVENT_TIMESTAMP, tables.CREATED_TIMESTAMP]
     df = (spark.read.format("delta").load(str(path))
           .where(F.col(tables.RUN_DATE) == F.lit(run_date)).select(*cols))
+    files = _plain_parquet_files(spark, path, df)
+    if files is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not files:
+            return pa.Table.from_pylist([], schema=df.limit(0).toArrow().schema)
+        parts = [pq.read_table(f, columns=cols) for f in files]
+        table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+        return table.select(cols)
     return df.toArrow()
+
+
+def _plain_parquet_files(spark, path: Path, df) -> list[str] | None:
+    """Data files of df when they can be read as plain Parquet, else None."""
+    from urllib.parse import unquote, urlparse
+
+    try:
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").collect()[0]
+        props = {k.lower(): str(v).lower() for k, v in (detail["properties"] or {}).items()}
+        if props.get("delta.enabledeletionvectors") == "true" or \
+                props.get("delta.columnmapping.mode", "none") != "none":
+            return None
+        files = []
+        for uri in df.inputFiles():
+            u = urlparse(uri)
+            if u.scheme not in ("", "file"):
+                return None
+            files.append(unquote(u.path))
+        return sorted(files)
+    except Exception as e:  # anything unexpected: let Spark read it
+        log.info("reading %s through Spark (%s)", path, e)
+        return None
 
 
 @dataclass
@@ -304,7 +350,10 @@ def encode_partition(cfg: Config, table) -> _Encoded:
                               lambda v: ValueProto(string_val=v) if v is not None else ValueProto())
 
     def naive_utc(col) -> list:
-        micros = col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        # Spark's Arrow output is timestamp[us, UTC]; its Parquet files may hold INT96
+        # (timestamp[ns], no zone) -- both are UTC instants
+        micros = col.cast(pa.timestamp("us", tz=getattr(col.type, "tz", None))).cast(pa.int64())
+        micros = micros.to_numpy(zero_copy_only=False)
         if col.null_count:
             raise PublishError(f"meta_embeddings: null timestamps in {col}")
         uniq, inverse = np.unique(micros, return_inverse=True)

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -80,8 +81,22 @@ def airflow_sh(config: Path, *args: str, env: dict | None = None, timeout: float
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     full_env.update(env or {})
     t = time.perf_counter()
-    proc = subprocess.run([str(AIRFLOW_SH), "--config", str(config), *args], env=full_env, text=True,
-                          capture_output=True, timeout=timeout, cwd=str(PROJECT_ROOT))
+    # Own process group, so a timeout ends the helper's airflow / spark-submit children too.
+    popen = subprocess.Popen([str(AIRFLOW_SH), "--config", str(config), *args], env=full_env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(PROJECT_ROOT),
+                             start_new_session=True)
+    try:
+        out, err = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGTERM)  # the backfill helper stops its services on SIGTERM
+        try:
+            out, err = popen.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            out, err = popen.communicate()
+        pytest.fail(f"scripts/airflow.sh {' '.join(args)} still running after {timeout:.0f}s\n"
+                    f"--- stdout (tail)\n{out[-6000:]}\n--- stderr (tail)\n{err[-3000:]}")
+    proc = subprocess.CompletedProcess(popen.args, popen.returncode, out, err)
     proc.seconds = time.perf_counter() - t
     if check and proc.returncode != 0:
         pytest.fail(f"scripts/airflow.sh {' '.join(args)} exited {proc.returncode} after {proc.seconds:.0f}s\n"
@@ -92,7 +107,8 @@ def airflow_sh(config: Path, *args: str, env: dict | None = None, timeout: float
 def task_logs(home: Path, dag_id: str, limit: int = 4000) -> str:
     """Tail of every task log under an AIRFLOW_HOME, for failure messages."""
     out = []
-    for f in sorted((home / "logs").glob(f"dag_id={dag_id}/**/*.log")):
+    logs = sorted((home / "logs").glob(f"dag_id={dag_id}/**/*.log")) + sorted((home / "logs").glob("dags-test_*.log"))
+    for f in logs:
         out.append(f"--- {f.relative_to(home)}\n{f.read_text(errors='replace')[-limit:]}")
     return "\n".join(out)
 

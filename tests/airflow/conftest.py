@@ -3,7 +3,10 @@ Feast applied) shared by every test here; helpers live in af_helpers.py."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +22,9 @@ def airflow_project(tmp_path_factory, spark):
     from metaemb import cli
     from metaemb.synthetic import SyntheticSpec, generate
 
-    root = tmp_path_factory.mktemp("airflow_project")
+    # Not under pytest's basetemp: pytest keeps only its 3 latest basetemps, so on a box where
+    # other pytest runs start meanwhile, a long Airflow test's files could vanish mid-run.
+    root = Path(tempfile.mkdtemp(prefix="metaemb-airflow-"))
     generate(root / "data", SyntheticSpec(users=200, days=DAYS, end_date=END_DATE, seed=0), progress=lambda _: None)
     cfg_path = write_config(root / "metaemb.toml", project_raw(root))
     t = time.perf_counter()
@@ -28,6 +33,7 @@ def airflow_project(tmp_path_factory, spark):
     rc = cli.main(["--config", str(cfg_path), "apply"])
     assert rc == 0, "metaemb apply (feast apply) failed (see the captured output)"
     print(f"airflow_project: data + train + apply in {time.perf_counter() - t:.1f}s")
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 

@@ -32,7 +32,7 @@ def test_airflow_dags_test_daily_on_sqlite(airflow_project, spark):
     cfg_path = config_for(airflow_project, "dagstest")
     cfg = config_mod.load(cfg_path)
     day = DAGS_TEST_DATE.isoformat()
-    proc = airflow_sh(cfg_path, "dags-test", day, check=False, timeout=900)
+    proc = airflow_sh(cfg_path, "dags-test", day, check=False, timeout=1800)
     home = cfg.path(cfg.airflow.home)
     seconds = re.search(r"dags test metaemb_daily \S+: exit \d+ in ([\d.]+)s", proc.stdout)
     print(f"airflow dags test metaemb_daily {day}: exit {proc.returncode}, "

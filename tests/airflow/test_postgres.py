@@ -85,11 +85,13 @@ def test_airflow_on_postgres_migrate_and_daily_run(postgres, airflow_project, sp
     cfg_path = config_for(airflow_project, "postgres")
     cfg = config_mod.load(cfg_path)
     env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres["url"]}
-    proc = airflow_sh(cfg_path, "dags-test", PG_DATE.isoformat(), env=env, check=False, timeout=900)
+    proc = airflow_sh(cfg_path, "dags-test", PG_DATE.isoformat(), env=env, check=False, timeout=1800)
     print(f"airflow on Postgres: db migrate + dags test {PG_DATE}: exit {proc.returncode} in {proc.seconds:.0f}s")
     assert postgres["password"] not in proc.stdout + proc.stderr, "the Postgres password was printed"
     home = cfg.path(cfg.airflow.home)
     assert not (home / "airflow.db").exists(), "Airflow used SQLite, not the Postgres URL from the environment"
+    detail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{task_logs(home, 'metaemb_daily')}"
+    assert "metadata DB ready (postgresql+psycopg2://127.0.0.1:" in proc.stdout, detail
 
     con = psycopg2.connect(host=postgres["host"], port=postgres["port"], user=postgres["user"],
                            password=postgres["password"], dbname="airflow")
@@ -105,8 +107,7 @@ def test_airflow_on_postgres_migrate_and_daily_run(postgres, airflow_project, sp
         pool = cur.fetchone()
     finally:
         con.close()
-    detail = f"{states}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{task_logs(home, 'metaemb_daily')}"
-    assert states == {s: "success" for s in STAGES}, detail
+    assert states == {s: "success" for s in STAGES}, f"{states}\n{detail}"
     assert proc.returncode == 0, detail
     assert pool == (cfg.airflow.pool, 1)
 
