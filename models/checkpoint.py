@@ -36,18 +36,30 @@ class Checkpoint:
     meta_columns: list[str] = field(default_factory=list)
     context_columns: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    # Per-column input standardization learned on the training data:
+    # {"meta_mean", "meta_std", "other_mean", "other_std"} -> float32 [width].
+    # None = identity (checkpoints written before standardization existed).
+    input_stats: dict | None = None
 
     def __post_init__(self):
+        if self.input_stats is not None:
+            self.input_stats = {k: torch.as_tensor(v, dtype=torch.float32).detach().cpu().contiguous()
+                                for k, v in self.input_stats.items()}
         if not self.version:
-            self.version = content_version(self.spec, self.params)
+            self.version = content_version(self.spec, self.params, self.input_stats)
 
 
-def content_version(spec: ModelSpec, params: dict[str, torch.Tensor]) -> str:
+def content_version(spec: ModelSpec, params: dict[str, torch.Tensor], input_stats: dict | None = None) -> str:
     h = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for name in sorted(params):
         t = params[name].detach().to("cpu", torch.float32).contiguous()
         h.update(f"{name}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes())
+    if input_stats is not None:  # absent for old checkpoints: their hash is unchanged
+        for name in sorted(input_stats):
+            t = torch.as_tensor(input_stats[name]).detach().to("cpu", torch.float32).contiguous()
+            h.update(f"input_stats.{name}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
     return h.hexdigest()[:12]
 
 
@@ -60,6 +72,15 @@ def check_shapes(spec: ModelSpec, params: dict, where: str = "checkpoint") -> No
     for k, shape in want.items():
         if tuple(params[k].shape) != shape:
             raise CheckpointError(f"{where}: parameter {k} has shape {tuple(params[k].shape)}, the spec needs {shape}")
+
+
+def _check_stats(spec: ModelSpec, stats: dict | None, where: str) -> None:
+    from .data import check_stats
+
+    try:
+        check_stats(stats, spec, where=f"{where}: input_stats")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -76,7 +97,8 @@ def _atomic_write(path: Path, write) -> None:
 def save_checkpoint(ckpt: Checkpoint, directory) -> Path:
     """Write <dir>/<version>.pt and point <dir>/LATEST at it (both atomic)."""
     check_shapes(ckpt.spec, ckpt.params)
-    ckpt.version = content_version(ckpt.spec, ckpt.params)
+    _check_stats(ckpt.spec, ckpt.input_stats, "checkpoint")
+    ckpt.version = content_version(ckpt.spec, ckpt.params, ckpt.input_stats)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{ckpt.version}.pt"
@@ -88,6 +110,8 @@ def save_checkpoint(ckpt: Checkpoint, directory) -> Path:
         "metrics": json.dumps(ckpt.metrics, default=str),
         "meta_columns": list(ckpt.meta_columns), "context_columns": list(ckpt.context_columns),
     }
+    if ckpt.input_stats is not None:
+        blob["input_stats"] = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in ckpt.input_stats.items()}
     _atomic_write(path, lambda tmp: torch.save(blob, tmp))
     _atomic_write(d / "LATEST", lambda tmp: Path(tmp).write_text(ckpt.version + "\n"))
     return path
@@ -113,13 +137,16 @@ def load_checkpoint(path_or_dir, expect: ModelSpec | None = None) -> Checkpoint:
     try:
         spec = ModelSpec.from_dict(blob["spec"])
         params = dict(blob["params"])
-        ckpt = Checkpoint(spec=spec, params=params, version=blob["version"], mode=blob["mode"],
+        stats = blob.get("input_stats")  # absent in older checkpoints: identity
+        stats = None if stats is None else dict(stats)
+        ckpt = Checkpoint(spec=spec, params=params, version=blob["version"], mode=blob["mode"], input_stats=stats,
                           train_config=json.loads(blob["train_config"]), metrics=json.loads(blob["metrics"]),
                           meta_columns=list(blob["meta_columns"]), context_columns=list(blob["context_columns"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{p}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
     check_shapes(spec, params, where=str(p))
-    actual = content_version(spec, params)
+    _check_stats(spec, ckpt.input_stats, str(p))
+    actual = content_version(spec, params, ckpt.input_stats)
     if actual != ckpt.version:
         raise CheckpointError(f"{p}: content hash {actual} does not match the recorded version {ckpt.version} (file altered or corrupt)")
     if expect is not None and expect != spec:

@@ -81,8 +81,61 @@ class Tensors:
         return Tensors(**{k: (None if v is None else v[sl]) for k, v in self.__dict__.items()})
 
 
-def prepare(batch: TaskBatch, spec: ModelSpec, device="cpu", check: bool = True) -> Tensors:
-    """Convert + validate. Raises ValueError naming the offending task indices."""
+STD_EPS = 1e-6
+STAT_KEYS = ("meta_mean", "meta_std", "other_mean", "other_std")
+
+
+def compute_stats(t: "Tensors") -> dict[str, torch.Tensor]:
+    """Per-column mean / std of x_meta and x_other over the valid (unpadded) samples.
+    A (near-)constant column gets std 1, so it maps to ~0 and never to NaN / huge values."""
+    m = t.mask.reshape(-1).double()
+    n = m.sum().clamp_min(1.0)
+    out = {}
+    for name, x in (("meta", t.x_meta), ("other", t.x_other)):
+        x2 = x.reshape(-1, x.shape[-1]).double()
+        mean = (x2 * m[:, None]).sum(0) / n
+        var = (((x2 - mean) ** 2) * m[:, None]).sum(0) / n
+        std = var.sqrt()
+        std = torch.where(std > STD_EPS, std, torch.ones_like(std))
+        out[f"{name}_mean"] = mean.float().cpu()
+        out[f"{name}_std"] = std.float().cpu()
+    return out
+
+
+def apply_stats(t: "Tensors", stats: dict) -> "Tensors":
+    """A prepared (raw) Tensors, standardized with `stats`; padding stays zero."""
+    m3 = t.mask.unsqueeze(-1)
+    xm = standardize(t.x_meta, stats["meta_mean"], stats["meta_std"]) * m3
+    xo = standardize(t.x_other, stats["other_mean"], stats["other_std"]) * m3
+    return Tensors(xm.contiguous(), xo.contiguous(), t.item_ids, t.labels, t.lengths, t.task_ids, t.mask, t.n_support)
+
+
+def check_stats(stats: dict | None, spec: ModelSpec, where: str = "input stats") -> None:
+    if stats is None:
+        return
+    missing = [k for k in STAT_KEYS if k not in stats]
+    if missing:
+        raise ValueError(f"{where}: missing {missing}")
+    for k in STAT_KEYS:
+        width = spec.meta_in if k.startswith("meta") else spec.other_in
+        v = stats[k]
+        if tuple(v.shape) != (width,):
+            raise ValueError(f"{where}: {k} has shape {tuple(v.shape)}, the spec needs ({width},)")
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{where}: {k} has NaN/inf values")
+
+
+def standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / max(std, eps), per column."""
+    if x.shape[-1] == 0:
+        return x
+    return (x - mean.to(x.device)) / std.to(x.device).clamp_min(STD_EPS)
+
+
+def prepare(batch: TaskBatch, spec: ModelSpec, device="cpu", check: bool = True,
+            stats: dict | None = None) -> Tensors:
+    """Convert + validate; with `stats` (a checkpoint's input_stats), standardize the
+    inputs. Raises ValueError naming the offending task indices."""
     x_meta = _t(batch.x_meta, torch.float32, device)
     x_other = _t(batch.x_other, torch.float32, device)
     item_ids = _t(batch.item_ids, torch.int64, device)
@@ -130,6 +183,9 @@ def prepare(batch: TaskBatch, spec: ModelSpec, device="cpu", check: bool = True)
             bad = (n_support < 0) | (n_support > lengths)
             if bad.any():
                 raise ValueError(f"n_support outside [0, length] in {_where(bad, task_ids)}")
+    if stats is not None:  # the checks above ran on the raw values
+        x_meta = standardize(x_meta, stats["meta_mean"], stats["meta_std"])
+        x_other = standardize(x_other, stats["other_mean"], stats["other_std"])
     # Zero the padding: garbage (even NaN) there must not leak through 0 * NaN.
     m3 = mask_b.unsqueeze(-1)
     x_meta = torch.where(m3, x_meta, torch.zeros((), device=device))

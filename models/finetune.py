@@ -138,7 +138,7 @@ def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: st
     _check_args(steps, lr, pooling)
     spec = ckpt.spec
     device = resolve_device(device)
-    t = prepare(batch, spec, device)
+    t = prepare(batch, spec, device, stats=getattr(ckpt, "input_stats", None))
     params = {k: v.to(device) for k, v in ckpt.params.items()}
     B = t.lengths.shape[0]
     out = torch.empty(B, spec.embedding_dim, device=device)
@@ -170,7 +170,7 @@ def finetune_embed_loop(ckpt, batch: TaskBatch, *, steps: int, lr: float, poolin
     reference the batched path must equal, and the benchmark's baseline."""
     _check_args(steps, lr, pooling)
     spec = ckpt.spec
-    t = prepare(batch, spec, "cpu")
+    t = prepare(batch, spec, "cpu", stats=getattr(ckpt, "input_stats", None))
     rows = []
     for i in range(t.lengths.shape[0]):
         n = int(t.lengths[i])
@@ -211,7 +211,7 @@ def finetune_embed_vmap(ckpt, batch: TaskBatch, *, steps: int, lr: float, chunk_
     spec = ckpt.spec
     if spec.meta_block != "mlp":
         raise ValueError("finetune_embed_vmap supports the 'mlp' meta block only")
-    t = prepare(batch, spec, device)
+    t = prepare(batch, spec, device, stats=getattr(ckpt, "input_stats", None))
     params = {k: v.to(device) for k, v in ckpt.params.items()}
     meta, glob = blocks.split(params)
 
@@ -236,10 +236,12 @@ def finetune_embed_vmap(ckpt, batch: TaskBatch, *, steps: int, lr: float, chunk_
     return torch.cat(outs).detach().cpu().numpy()
 
 
-def score(params: dict, spec: ModelSpec, batch: TaskBatch, embeddings, device: str = "cpu") -> np.ndarray:
+def score(params: dict, spec: ModelSpec, batch: TaskBatch, embeddings, device: str = "cpu",
+          stats: dict | None = None) -> np.ndarray:
     """Serving-time logits [B, L]: the global block on each sample with the task's
-    (fixed, published) embedding. Padding positions are garbage; mask them."""
-    t = prepare(batch, spec, device, check=False)
+    (fixed, published) embedding. Padding positions are garbage; mask them.
+    `stats`: the checkpoint's input_stats (the online model must standardize x_other the same way)."""
+    t = prepare(batch, spec, device, check=False, stats=stats)
     e = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32, device=device)
     p = {k: v.to(device) for k, v in params.items()}
     with torch.no_grad():

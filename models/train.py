@@ -23,7 +23,7 @@ import torch
 from . import blocks
 from .blocks import ModelSpec
 from .checkpoint import Checkpoint
-from .data import TaskBatch, Tensors, prepare
+from .data import TaskBatch, Tensors, apply_stats, compute_stats, prepare
 from .finetune import adapt
 from .metrics import auc
 
@@ -135,6 +135,13 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
         raise ValueError("train() needs data.n_support (support/query split per task)")
     say = progress or (lambda line: None)
     t = prepare(data, spec, device)
+    # Input standardization: per-column mean/std over the valid training samples (a
+    # warm start keeps its checkpoint's statistics, which its parameters were fit to).
+    if init is not None and init.input_stats is not None:
+        stats = init.input_stats
+    else:
+        stats = compute_stats(t)
+    t = apply_stats(t, stats)
     if mode != "vanilla":  # a task needs both a support and a query sample to teach adaptation
         ok = (t.n_support >= 1) & (t.n_support < t.lengths)
         if not ok.any():
@@ -144,7 +151,7 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
     if valid is not None:
         if valid.n_support is None:
             raise ValueError("valid needs n_support: support = fine-tune samples, query = evaluated samples")
-        tv = prepare(valid, spec, device)
+        tv = prepare(valid, spec, device, stats=stats)
         tv = tv.rows((tv.n_support < tv.lengths) & ((tv.n_support >= 1) | (mode == "vanilla")))
 
     if init is not None:
@@ -200,4 +207,5 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
     if init is not None:
         tc["warm_start_from"] = init.version
     return Checkpoint(spec=spec, params={k: v.cpu() for k, v in final.items()}, mode=mode, train_config=tc,
-                      meta_columns=list(meta_columns), context_columns=list(context_columns), metrics=metrics)
+                      meta_columns=list(meta_columns), context_columns=list(context_columns), metrics=metrics,
+                      input_stats=stats)

@@ -23,20 +23,24 @@ def random_batch(B=23, L=10, meta_in=5, other_in=3, seed=0, min_len=1) -> TaskBa
     )
 
 
-def planted(B=256, L=16, meta_in=4, other_in=3, seed=0, noise=0.1, shared=0.0) -> TaskBatch:
+def planted(B=256, L=16, meta_in=4, other_in=3, seed=0, noise=0.1, shared=0.0, meta_const=False) -> TaskBatch:
     """Task i likes items whose first feature has sign s_i (hidden, random per task).
     The meta features carry no information about s_i: only the task's own labels
     reveal it, so only adaptation (fine-tune / inner loop) can pick it up.
     `shared` adds an effect of the second item feature common to all tasks,
-    which plain (vanilla) training can learn."""
+    which plain (vanilla) training can learn. `meta_const`: the meta features are the
+    task entity's (constant over its samples, as user features are), not per-sample noise."""
     rng = np.random.default_rng(seed)
     sign = rng.choice([-1.0, 1.0], size=B)
     x_other = rng.normal(size=(B, L, other_in)).astype("float32")
     logit = 4.0 * sign[:, None] * x_other[:, :, 0] + shared * x_other[:, :, 1]
     flip = rng.random((B, L)) < noise
     labels = ((logit > 0) ^ flip).astype("float32")
+    x_meta = rng.normal(size=(B, L, meta_in)).astype("float32") * 0.1 + 1.0
+    if meta_const:
+        x_meta = np.repeat(x_meta[:, :1], L, axis=1)
     return TaskBatch(
-        x_meta=rng.normal(size=(B, L, meta_in)).astype("float32") * 0.1 + 1.0,
+        x_meta=x_meta,
         x_other=x_other,
         item_ids=rng.integers(0, 1000, (B, L)),
         labels=labels,
