@@ -95,18 +95,16 @@ def _dates(args) -> list[dt.date]:
 
 
 def cmd_train(args, cfg) -> int:
-    from pipelines import labeled, samples
     from pipelines import train as train_job
-    from pipelines.daily import describe
+    from pipelines.daily import train_on
     from pipelines.spark import get_spark
 
     inputs = _inputs(args, cfg)
     spark = get_spark(cfg)
-    if not args.skip_prepare:
-        for stage in (labeled, samples):
-            result = (stage.run(spark, cfg, inputs, args.date) if stage is labeled else stage.run(spark, cfg, args.date))
-            _say(f"[{args.date}] {result['stage']}: {describe(result)}")
-    result = train_job.run(spark, cfg, args.date, inputs, progress=_say)
+    if args.skip_prepare:
+        result = train_job.run(spark, cfg, args.date, inputs, progress=_say)
+    else:
+        result = train_on(spark, cfg, args.date, inputs, progress=_say)
     _say(f"trained {cfg.train.mode} on {result['tasks']:,} tasks in {result['seconds']:.1f}s -> model version "
          f"{result['model_version']} ({result['checkpoint']})")
     return 0

@@ -19,6 +19,7 @@ from pipelines import embed, labeled, lake, samples, tables
 
 log = logging.getLogger(__name__)
 STAGES = ("labeled", "samples", "embed", "publish", "check")
+TRAIN = "train"  # the retraining job: labeled + samples for the date, then Algorithm 2a
 
 
 class CheckError(RuntimeError):
@@ -86,6 +87,8 @@ def run_stage(spark: SparkSession, cfg: Config, stage: str, run_date: dt.date, i
         rows = getattr(result, "rows", 0)
         lake.log_stage(spark, cfg, "publish", {run_date: rows}, seconds, getattr(result, "method", ""))
         return {"stage": "publish", "rows": rows, "seconds": seconds, "method": getattr(result, "method", "")}
+    if stage == TRAIN:
+        return train_on(spark, cfg, run_date, inputs, allow_empty_day=allow_empty_day)
     if stage == "check":
         t = time.perf_counter()
         out = check(spark, cfg, run_date)
@@ -93,6 +96,19 @@ def run_stage(spark: SparkSession, cfg: Config, stage: str, run_date: dt.date, i
         lake.log_stage(spark, cfg, "check", {run_date: out["rows"]}, out["seconds"])
         return out
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+
+
+def train_on(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,
+             allow_empty_day: bool = False, progress: Callable[[str], None] = print) -> dict:
+    """Build the window ending run_date, then train: what `metaemb train` and the retrain DAG run."""
+    from pipelines import train as train_job
+
+    for result in (labeled.run(spark, cfg, inputs, run_date, allow_empty_day=allow_empty_day),
+                   samples.run(spark, cfg, run_date)):
+        progress(f"[{run_date}] {result['stage']}: {describe(result)}")
+    result = train_job.run(spark, cfg, run_date, inputs, progress=progress)
+    result["rows"] = result["tasks"]
+    return result
 
 
 def run_daily(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,

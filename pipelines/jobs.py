@@ -1,6 +1,7 @@
 """spark-submit application: one stage of the daily job for one date.
 
     spark-submit pipelines/jobs.py --stage embed --date 2026-10-30 [--config metaemb.toml]
+    spark-submit pipelines/jobs.py --stage train --date 2026-10-27   (the retrain DAG)
 
 Airflow's SparkSubmitOperator launches this file; `metaemb run` calls the same
 pipelines.daily.run_stage in-process.
@@ -18,14 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaemb import config as config_mod  # noqa: E402
-from pipelines.daily import STAGES, describe, run_stage  # noqa: E402
+from pipelines.daily import STAGES, TRAIN, describe, run_stage  # noqa: E402
 from pipelines.labeled import resolve_inputs  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--stage", required=True, choices=(*STAGES, TRAIN))
     parser.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date (logical date)")
     parser.add_argument("--config", help="TOML config (default: $METAEMB_CONFIG / ./metaemb.toml / defaults)")
     parser.add_argument("--model-version")
