@@ -1,13 +1,19 @@
 """The paper's evaluation protocol (Table 3) on any interactions file — pure pandas/torch.
 
-Protocol (global time split, never a peek forward):
-  events before t1            -> training: each task's history cut into chronological
-                                 windows of at most N samples, first 75% support / last 25% query
-  events in [t1, t2)          -> validation: support = the task's last N events before t1,
-                                 query = its validation events. Epochs and the fine-tune
-                                 (steps, lr) are chosen here, on validation AUC only.
-  events from t2 on           -> test: support = the task's last N events before t2,
-                                 query = its test events. Reported.
+Protocol (per task chronological, never a peek forward within a task):
+  events before t1 (a global time quantile, 0.7 by default)
+        -> training: each task's history cut into chronological windows of at most N
+           samples, first 75% support / last 25% query. Tasks with no event before t1
+           are "cold" (never seen in training; the paper's cohort 3).
+  each task's events from t1 on, in its own time order (m events):
+        [0, 25%)   support only (so a cold task has its own history at validation too)
+        [25%, 50%) validation query; support = the task's last N events before them.
+                   Epochs and the fine-tune (steps, lr) are chosen here, on validation AUC only.
+        [50%, 100%) test query; support = the task's last N events before them, i.e. its
+                   pre-t1 history plus its support-only and validation events (DESIGN.md:
+                   validation data is the support set at inference, test data the query set).
+So every evaluated task, cold ones included, is fine-tuned on its own earlier history,
+and train < validation < test in time for every task.
 Scoring is the serving path: the task's embedding is the (fine-tuned) meta block on its
 most recent support sample, fed with each query sample's other features to the global
 block. "Fine-tune" adapts the parameters each method adapts in its inner loop: the meta
@@ -17,7 +23,8 @@ AUC is pooled over the query samples of a slice: all, lt25 / ge25 (support sampl
 cold (tasks with no event in the training period).
 Features: meta = the task's leak-free history (past count, smoothed positive rate, from
 strictly earlier timestamps) [+ entity features, point-in-time]; other = the item's
-leak-free history [+ numeric context columns] and the item id embedding.
+leak-free history [+ numeric context columns] and the item id embedding. All are
+standardized with training-period statistics (train() also stores its own in the checkpoint).
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ def history_features(df: pd.DataFrame, keys: list[str], prefix: str, rate0: floa
     return out[[f"{prefix}_log_n", f"{prefix}_rate"]].set_index(df.index)
 
 
-def load_events(interactions_path, features_path, task_key: list[str], t1_q: float, t2_q: float,
+def load_events(interactions_path, features_path, task_key: list[str], t1_q: float,
                 max_events: int | None = None):
     df = read_table(interactions_path)
     missing = {*task_key, "item_id", "event_timestamp", "label"} - set(df.columns)
@@ -81,7 +88,7 @@ def load_events(interactions_path, features_path, task_key: list[str], t1_q: flo
     df = df.sort_values(["ts"], kind="stable").reset_index(drop=True)
     if max_events:
         df = df.iloc[:max_events].reset_index(drop=True)
-    t1, t2 = (float(x) for x in np.quantile(df["ts"], [t1_q, t2_q]))
+    t1 = float(np.quantile(df["ts"], t1_q))
     train_mask = df["ts"] < t1
     rate0 = float(df.loc[train_mask, "label"].mean())
     df["task"] = pd.util.hash_pandas_object(df[task_key], index=False).astype("int64")
@@ -109,7 +116,7 @@ def load_events(interactions_path, features_path, task_key: list[str], t1_q: flo
     for c in meta_cols + other_cols:
         tr = df.loc[df["ts"] < t1, c].astype(float)
         df[c] = ((df[c].astype(float) - tr.mean()) / (tr.std() or 1.0)).fillna(0.0).astype("float32")
-    return df, t1, t2, meta_cols, other_cols
+    return df, t1, meta_cols, other_cols
 
 
 def pack(groups: list[pd.DataFrame], meta_cols, other_cols) -> dict:
@@ -143,32 +150,39 @@ def training_tasks(df, t1, N, meta_cols, other_cols, support_fraction=0.75) -> T
     return TaskBatch(task_ids=np.array(tids, np.int64), n_support=ns, **a)
 
 
-def eval_tasks(df, lo, hi, N, meta_cols, other_cols, train_tasks: set) -> dict:
-    """Tasks with events in [lo, hi): support = last N events before lo, query = those events."""
-    before = df[df["ts"] < lo]
-    sup_by = {t: g.iloc[-N:] for t, g in before.groupby("task", sort=False)}
+def eval_tasks(df, t1, lo_frac, hi_frac, N, meta_cols, other_cols, train_tasks: set) -> dict:
+    """Per task with events from t1 on (m of them, chronological): query = those events
+    [floor(lo_frac*m), floor(hi_frac*m)); support = the task's last N events before the query."""
     sup, qry, tids = [], [], []
-    for task, g in df[(df["ts"] >= lo) & (df["ts"] < hi)].groupby("task", sort=False):
-        s = sup_by.get(task)
+    post = df["ts"] >= t1
+    for task, g in df[df["task"].isin(set(df.loc[post, "task"]))].groupby("task", sort=False):
+        first_post = int(np.searchsorted(g["ts"].to_numpy(), t1, side="left"))  # df is sorted by ts
+        m = len(g) - first_post
+        a, b = first_post + int(np.floor(lo_frac * m)), first_post + int(np.floor(hi_frac * m))
+        if b <= a:
+            continue
+        s = g.iloc[max(0, a - N):a]
         # no history: a stand-in sample (the first query sample's features, no label
         # used: it is masked out) so the task can still be scored with θ
-        sup.append(s if s is not None else g.iloc[:1])
-        qry.append(g)
-        tids.append(task)
+        sup.append(s if len(s) else g.iloc[a:a + 1])
+        qry.append(g.iloc[a:b])
+        tids.append((task, len(s)))
     S, Q = pack(sup, meta_cols, other_cols), pack(qry, meta_cols, other_cols)
-    n_sup = np.array([len(sup_by.get(t, ())) for t in tids], np.int64)
-    tids = np.array(tids, np.int64)
+    n_sup = np.array([n for _, n in tids], np.int64)
+    tids = np.array([t for t, _ in tids], np.int64)
     return {"support": TaskBatch(task_ids=tids, **S), "query": TaskBatch(task_ids=tids, **Q), "n_support": n_sup,
-            "cold": np.array([t not in train_tasks for t in tids])}
+            "cold": np.array([t not in train_tasks for t in tids], bool)}
 
 
 # ---------------------------------------------------------------------------
 # scoring
 
-def predict(params, spec: ModelSpec, ev: dict, steps: int, lr: float, which: str, chunk: int = 128) -> np.ndarray:
-    """Query logits [T, Lq] after `steps` fine-tune steps on each task's support set."""
-    S = prepare(ev["support"], spec)
-    Q = prepare(ev["query"], spec, check=False)
+def predict(params, spec: ModelSpec, ev: dict, steps: int, lr: float, which: str, chunk: int = 128,
+            stats: dict | None = None) -> np.ndarray:
+    """Query logits [T, Lq] after `steps` fine-tune steps on each task's support set
+    (inputs standardized with the checkpoint's `stats`, as every forward path does)."""
+    S = prepare(ev["support"], spec, stats=stats)
+    Q = prepare(ev["query"], spec, check=False, stats=stats)
     S.mask = S.mask * torch.as_tensor(ev["n_support"] > 0, dtype=torch.float32).unsqueeze(1)  # stand-ins: no gradient
     out = np.zeros(Q.labels.shape, np.float32)
     for s in range(0, S.lengths.shape[0], chunk):
@@ -181,6 +195,13 @@ def predict(params, spec: ModelSpec, ev: dict, steps: int, lr: float, which: str
             lg = blocks.global_from_pre(p, pre, e.unsqueeze(1).expand(-1, qq.labels.shape[1], -1), spec)
         out[sl] = lg.numpy()
     return out
+
+
+BUCKETS = ("lt25", "ge25")
+
+
+def bucket_mask(ev: dict, bucket: str) -> np.ndarray:
+    return ev["n_support"] < 25 if bucket == "lt25" else ev["n_support"] >= 25
 
 
 def slice_aucs(ev: dict, logits: np.ndarray) -> dict:
@@ -198,17 +219,20 @@ def slice_aucs(ev: dict, logits: np.ndarray) -> dict:
 # ---------------------------------------------------------------------------
 # the protocol
 
-def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user_id",), cfg=None, seeds=3,
+def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user_id",), cfg=None, seeds=1,
                  progress: Callable[[str], None] = print, quick: bool = False, epochs: int | None = None,
-                 ft_grid: tuple | None = None, split=(0.7, 0.85), max_events: int | None = None) -> list[dict]:
-    """Train vanilla / maml / limaml (per seed), fine-tune or not, report AUC by slice."""
+                 ft_grid: tuple | None = None, split=(0.7, 0.25, 0.5), max_events: int | None = None) -> list[dict]:
+    """Train vanilla / maml / limaml (per seed), fine-tune or not, report AUC by slice.
+    split = (t1 quantile of event time ending training, then the fractions of each task's
+    events from t1 on where validation starts and test starts)."""
     t_start = time.time()
     cfg = cfg or config_mod.Config()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     N = int(cfg.pipeline.cap_samples)
-    df, t1, t2, meta_cols, other_cols = load_events(interactions_path, features_path, list(task_key), *split,
-                                                    max_events=max_events)
+    t1_q, v_frac, t_frac = split
+    df, t1, meta_cols, other_cols = load_events(interactions_path, features_path, list(task_key), t1_q,
+                                                max_events=max_events)
     progress(f"evaluate: {len(df)} events, {df['task'].nunique()} tasks; meta {meta_cols}, other {other_cols}")
     model_cfg = cfg.model
     if quick:
@@ -219,15 +243,15 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
                                  len(meta_cols), len(other_cols))
     train_set = set(df.loc[df["ts"] < t1, "task"])
     tr = training_tasks(df, t1, N, meta_cols, other_cols, cfg.pipeline.support_fraction)
-    va = eval_tasks(df, t1, t2, N, meta_cols, other_cols, train_set)
-    te = eval_tasks(df, t2, float("inf"), N, meta_cols, other_cols, train_set)
+    va = eval_tasks(df, t1, v_frac, t_frac, N, meta_cols, other_cols, train_set)
+    te = eval_tasks(df, t1, t_frac, 1.0, N, meta_cols, other_cols, train_set)
     # train()'s own validation (epoch choice): support then (capped) query of validation tasks
     has = va["n_support"] > 0
     vb = _concat(va, has, N)
     progress(f"split: train {len(tr)} task windows | validation {len(va['n_support'])} tasks | test "
              f"{len(te['n_support'])} tasks ({int(te['cold'].sum())} cold)")
-    n_epochs = epochs or (4 if quick else 10)
-    grid = ft_grid or (((1, 0.3), (3, 0.3)) if quick else tuple((k, lr) for k in (1, 3) for lr in (0.1, 0.3, 1.0)))
+    n_epochs = epochs or (4 if quick else 5)
+    grid = ft_grid or (((1, 0.3), (3, 0.3)) if quick else ((1, 0.1), (1, 0.3), (3, 0.3), (3, 1.0)))
     results: dict = {}  # (method, ft, slice) -> list of (auc, n)
     chosen: dict = {}
     curves: dict = {}
@@ -237,13 +261,25 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
             tc = replace(cfg.train, mode=method, epochs=n_epochs, seed=seed)
             ck = train(spec, tc, tr, valid=vb, progress=None)
             curves.setdefault(method, []).append([v["auc"] for v in ck.metrics["valid"]])
-            # fine-tune hyper-parameters: best validation AUC (all tasks), never test
-            best = max(grid, key=lambda g: slice_aucs(va, predict(ck.params, spec, va, g[0], g[1], which))["all"][0])
+            # fine-tune hyper-parameters, chosen on validation AUC only (never test), per
+            # support-size bucket: a task with < 25 support samples takes smaller / fewer
+            # steps than one with a long history (the daily job knows each task's count).
+            st = ck.input_stats
+            val = {g: slice_aucs(va, predict(ck.params, spec, va, g[0], g[1], which, stats=st)) for g in grid}
+            best = {b: max(grid, key=lambda g: np.nan_to_num(val[g][b][0], nan=-1.0)) for b in BUCKETS}
             chosen.setdefault(method, []).append({"seed": seed, "best_epoch": ck.metrics["best_epoch"],
-                                                  "ft_steps": best[0], "ft_lr": best[1]})
-            for ft, (k, lr) in ((False, (0, 0.0)), (True, best)):
-                for sl, (a, n) in slice_aucs(te, predict(ck.params, spec, te, k, lr, which)).items():
-                    results.setdefault((method, ft, sl), []).append((a, n))
+                                                  **{f"ft_{b}": list(best[b]) for b in BUCKETS}})
+            no_ft = predict(ck.params, spec, te, 0, 0.0, which, stats=st)
+            ft = no_ft.copy()
+            for g in set(best.values()):
+                lg = predict(ck.params, spec, te, g[0], g[1], which, stats=st)
+                for b in BUCKETS:
+                    if best[b] == g:
+                        rows_b = bucket_mask(te, b)
+                        ft[rows_b] = lg[rows_b]
+            for use_ft, lg in ((False, no_ft), (True, ft)):
+                for sl, (a, n) in slice_aucs(te, lg).items():
+                    results.setdefault((method, use_ft, sl), []).append((a, n))
             progress(f"  {method} seed {seed}: epoch {ck.metrics['best_epoch']}, ft {best}, test AUC "
                      f"{np.nanmean([r[0] for r in results[(method, False, 'all')][-1:]]):.4f} -> "
                      f"{results[(method, True, 'all')][-1][0]:.4f} ({time.time() - t_start:.0f}s)")
@@ -251,7 +287,7 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
              "n_tasks": int(v[0][1])} for (m, ft, sl), v in results.items()]
     std = {(m, ft, sl): float(np.nanstd([a for a, _ in v])) for (m, ft, sl), v in results.items()}
     (out / "report.json").write_text(json.dumps(rows, indent=2))
-    meta = {"events": len(df), "tasks": int(df["task"].nunique()), "t1": t1, "t2": t2, "seeds": int(seeds),
+    meta = {"events": len(df), "tasks": int(df["task"].nunique()), "t1": t1, "split": list(split), "seeds": int(seeds),
             "epochs": n_epochs, "grid": grid, "chosen": chosen, "spec": spec.to_dict(), "meta_columns": meta_cols,
             "other_columns": other_cols, "seconds": round(time.time() - t_start, 1), "quick": quick}
     (out / "report.md").write_text(markdown(rows, std, meta))
@@ -291,7 +327,8 @@ def markdown(rows: list[dict], std: dict, meta: dict) -> str:
 
     lines = ["# LiMAML evaluation (paper Table 3 layout)", "",
              f"{meta['events']} events, {meta['tasks']} tasks; {meta['seeds']} seed(s); up to {meta['epochs']} epochs "
-             f"(best epoch on validation); fine-tune (steps, lr) chosen on validation from {list(meta['grid'])}.", "",
+             f"(best epoch on validation); fine-tune (steps, lr) chosen on validation from {list(meta['grid'])}, "
+             "separately for tasks with < 25 and >= 25 support samples.", "",
              "## AUC gain over vanilla training without fine-tune (all test tasks)", "",
              "| | " + " | ".join(LABELS[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for ft in (False, True):
@@ -304,7 +341,11 @@ def markdown(rows: list[dict], std: dict, meta: dict) -> str:
             lines.append(f"| {LABELS[m]} | {'yes' if ft else 'no'} | " + " | ".join(cell(m, ft, sl) for sl in SLICES) + " |")
     n = {sl: get[("vanilla", False, sl)]["n_tasks"] for sl in SLICES if ("vanilla", False, sl) in get}
     lines += ["", "Tasks per slice: " + ", ".join(f"{k} {v}" for k, v in n.items())
-              + " (lt25/ge25: support samples before the test period; cold: no event in the training period).", "",
+              + " (lt25/ge25: the task's support samples before its test queries; cold: no event in the training period).", "",
+              f"Split: training = events before the {meta['split'][0]:.0%} quantile of event time; each task's later events, "
+              f"in its own time order: first {meta['split'][1]:.0%} support only, then validation queries up to "
+              f"{meta['split'][2]:.0%}, then test queries; support at test = the task's last N events before its test "
+              "queries (its validation events included).", "",
               "Choices made on validation: " + json.dumps(meta["chosen"]), "",
               f"Model: {json.dumps(meta['spec'])}; meta features {meta['meta_columns']}; other features "
               f"{meta['other_columns']}. Run time {meta['seconds']} s.", ""]

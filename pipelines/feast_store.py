@@ -213,13 +213,38 @@ def read_partition(cfg: Config, spark, run_date: date):
     return df.toArrow()
 
 
+def _properties_from_log(path: Path) -> dict | None:
+    """Table properties from the newest metaData action in the JSON commits after the last
+    checkpoint (None when it is only in a checkpoint)."""
+    import json
+
+    log_dir = path / "_delta_log"
+    last_cp = -1
+    cp_file = log_dir / "_last_checkpoint"
+    if cp_file.is_file():
+        last_cp = int(json.loads(cp_file.read_text())["version"])
+    commits = sorted((int(f.stem), f) for f in log_dir.glob("*.json") if f.stem.isdigit())
+    for version, f in reversed(commits):
+        if version <= last_cp:
+            break
+        for line in f.read_text().splitlines():
+            if '"metaData"' in line:
+                action = json.loads(line)
+                if "metaData" in action:
+                    return dict(action["metaData"].get("configuration") or {})
+    return None
+
+
 def _plain_parquet_files(spark, path: Path, df) -> list[str] | None:
     """Data files of df when they can be read as plain Parquet, else None."""
     from urllib.parse import unquote, urlparse
 
     try:
-        detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").collect()[0]
-        props = {k.lower(): str(v).lower() for k, v in (detail["properties"] or {}).items()}
+        raw = _properties_from_log(path)
+        if raw is None:  # metadata only in a checkpoint: ask Delta (slower when cold)
+            detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").collect()[0]
+            raw = detail["properties"] or {}
+        props = {k.lower(): str(v).lower() for k, v in raw.items()}
         if props.get("delta.enabledeletionvectors") == "true" or \
                 props.get("delta.columnmapping.mode", "none") != "none":
             return None
