@@ -82,7 +82,7 @@ def _as_of_join(cfg: Config, events: DataFrame, features: DataFrame | None, keys
                 meta: tuple[str, ...]) -> DataFrame:
     dim = len(meta)
     if features is None or dim == 0:
-        return events.withColumn("meta", F.array().cast("array<float>"))
+        return events.withColumn("meta", F.array().cast("array<float>")).withColumn("has_features", F.lit(False))
     snaps = features.select(*[F.col(k).cast("string").alias(k) for k in keys],
                             F.col(C.FEATURE_TS).alias("_t"), F.lit(0).alias("_kind"),
                             _float_array(meta).alias("_meta"), F.col(C.FEATURE_TS).alias("_meta_ts"))
@@ -129,12 +129,14 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs, dates: list[dt.date]
 
 
 def run(spark: SparkSession, cfg: Config, inputs: Inputs, run_date: dt.date, *, allow_empty_day: bool = False) -> dict:
-    done = lake.completed_dates(spark, cfg, STAGE)
+    done = lake.completed_dates(cfg, STAGE)
     dates = sorted({run_date, *(d for d in window_dates(cfg, run_date) if d not in done)})
     with lake.Timer() as t:
         labeled, quarantine = build(spark, cfg, inputs, dates)
         labeled = labeled.cache()
-        per_date = {r.event_date: r["count"] for r in labeled.groupBy("event_date").count().collect()}
+        by_date = labeled.groupBy("event_date").agg(
+            F.count("*").alias("rows"), F.sum((~F.col("has_features")).cast("long")).alias("no_features")).collect()
+        per_date = {r.event_date: r.rows for r in by_date}
         if not per_date.get(run_date) and not allow_empty_day:
             raise EmptyDayError(
                 f"{inputs.interactions}: 0 usable interactions on run date {run_date} "
@@ -145,7 +147,7 @@ def run(spark: SparkSession, cfg: Config, inputs: Inputs, run_date: dt.date, *, 
         q_counts = {r.reason: r["count"] for r in q.groupBy("reason").count().collect()}
         if q_counts or lake.table_exists(cfg, tables.QUARANTINE):
             lake.replace_partitions(q, cfg, tables.QUARANTINE, "run_date", [run_date])
-        no_features = labeled.where(~F.col("has_features")).count() if "has_features" in labeled.columns else 0
+        no_features = sum(r.no_features or 0 for r in by_date)
         labeled.unpersist()
         q.unpersist()
     rows = sum(per_date.values())
