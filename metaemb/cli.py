@@ -111,8 +111,6 @@ def cmd_train(args, cfg) -> int:
 
 
 def cmd_lookup(args, cfg) -> int:
-    import numpy as np
-
     from pipelines.feast_store import lookup
 
     keys = list(cfg.data.task_key)
@@ -121,12 +119,21 @@ def cmd_lookup(args, cfg) -> int:
         raise SystemExit(f"each key must give {len(keys)} comma-separated value(s) for {keys}")
     df = lookup(cfg, rows)
     for _, row in df.iterrows():
-        emb = row.get("embedding")
-        shown = "(none: no embedding published)" if emb is None else \
-            "[" + ", ".join(f"{x:+.3f}" for x in np.asarray(emb)[: args.show]) + (", ...]" if len(emb) > args.show else "]")
-        key = ",".join(str(row[k]) for k in keys)
-        _say(f"{key}: n_samples={row.get('n_samples')} model={row.get('model_version')} embedding={shown}")
+        _say(format_lookup(row, keys, args.show))
     return 0
+
+
+def format_lookup(row, keys: list[str], show: int = 6) -> str:
+    """One line per looked-up task: key, sample count, model version, the first values."""
+    import numpy as np
+
+    emb, n = row.get("embedding"), row.get("n_samples")
+    key = ",".join(str(row[k]) for k in keys)
+    if emb is None or (isinstance(emb, float) and emb != emb):
+        return f"{key}: (none: no embedding published)"
+    values = np.asarray(emb)
+    shown = "[" + ", ".join(f"{x:+.3f}" for x in values[:show]) + (", ...]" if len(values) > show else "]")
+    return f"{key}: n_samples={int(n)} model={row.get('model_version')} embedding({len(values)})={shown}"
 
 
 def cmd_status(args, cfg) -> int:

@@ -7,7 +7,6 @@ import shutil
 import time
 from collections import defaultdict
 
-import numpy as np
 
 from metaemb.config import Config
 
@@ -19,6 +18,7 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     from pipelines.daily import run_daily, train_on
     from pipelines.feast_store import apply, lookup
     from pipelines.spark import get_spark
+    from metaemb.cli import format_lookup
 
     started = time.perf_counter()
     seconds: dict[str, float] = defaultdict(float)
@@ -69,10 +69,7 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     sample = [{keys[0]: str(u)} for u in (1, 2, 3, 42, users)] if len(keys) == 1 else []
     df = lookup(cfg, sample)
     for _, row in df.iterrows():
-        emb = row.get("embedding")
-        shown = "none" if emb is None else "[" + ", ".join(f"{x:+.3f}" for x in np.asarray(emb)[:6]) + ", ...]"
-        progress(f"   {keys[0]}={row[keys[0]]}: n_samples={row.get('n_samples')} "
-                 f"model={row.get('model_version')} embedding({len(emb) if emb is not None else 0})={shown}")
+        progress("   " + format_lookup(row, keys))
 
     progress("== summary")
     for stage in seconds:
