@@ -101,8 +101,9 @@ def _as_of_join(cfg: Config, events: DataFrame, features: DataFrame | None, keys
             .drop("_t", "_kind", "_meta", "_meta_ts"))
 
 
-def build(spark: SparkSession, cfg: Config, inputs: Inputs, dates: list[dt.date]) -> tuple[DataFrame, DataFrame]:
-    """(labeled rows, quarantined rows) for the given event dates."""
+def build(spark: SparkSession, cfg: Config, inputs: Inputs,
+          dates: list[dt.date]) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(labeled rows, quarantined rows, the cached checked input to unpersist) for the given event dates."""
     keys = list(cfg.data.task_key)
     lo, hi = min(dates), max(dates)
     raw = lake.read_input(spark, inputs.interactions)
@@ -125,14 +126,14 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs, dates: list[dt.date]
         end = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
         features = lake.read_input(spark, inputs.features).where(
             (F.col(C.FEATURE_TS) >= F.lit(start)) & (F.col(C.FEATURE_TS) < F.lit(end)))
-    return _as_of_join(cfg, good, features, keys, inputs.meta_columns), quarantine
+    return _as_of_join(cfg, good, features, keys, inputs.meta_columns), quarantine, checked
 
 
 def run(spark: SparkSession, cfg: Config, inputs: Inputs, run_date: dt.date, *, allow_empty_day: bool = False) -> dict:
     done = lake.completed_dates(cfg, STAGE)
     dates = sorted({run_date, *(d for d in window_dates(cfg, run_date) if d not in done)})
     with lake.Timer() as t:
-        labeled, quarantine = build(spark, cfg, inputs, dates)
+        labeled, quarantine, checked = build(spark, cfg, inputs, dates)
         labeled = labeled.cache()
         by_date = labeled.groupBy("event_date").agg(
             F.count("*").alias("rows"), F.sum((~F.col("has_features")).cast("long")).alias("no_features")).collect()
@@ -148,8 +149,8 @@ def run(spark: SparkSession, cfg: Config, inputs: Inputs, run_date: dt.date, *, 
         if q_counts or lake.table_exists(cfg, tables.QUARANTINE):
             lake.replace_partitions(q, cfg, tables.QUARANTINE, "run_date", [run_date])
         no_features = sum(r.no_features or 0 for r in by_date)
-        labeled.unpersist()
-        q.unpersist()
+        for cached in (labeled, q, checked):
+            cached.unpersist()
     rows = sum(per_date.values())
     lake.log_stage(spark, cfg, STAGE, {d: per_date.get(d, 0) for d in dates}, t.seconds,
                    f"run_date={run_date} quarantined={sum(q_counts.values())}")
