@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
-import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 from metaemb import config as config_mod
 

@@ -58,7 +58,7 @@ def check(spark: SparkSession, cfg: Config, run_date: dt.date, sample_keys: int 
         problems.append(f"meta_embeddings has {rows - distinct} duplicate task keys for {run_date}")
     if non_finite:
         problems.append(f"{non_finite} embeddings with NaN/inf for {run_date}")
-    sample = emb.orderBy("task_hash" if "task_hash" in emb.columns else keys[0]).limit(sample_keys).toPandas()
+    sample = emb.orderBy(*keys).limit(sample_keys).toPandas()
     if len(sample):
         online = lookup(cfg, sample[keys].to_dict("records"))
         got = np.array([np.asarray(v, dtype=np.float32) for v in online[tables.EMBEDDING]])

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from metaemb.config import Config
 from pipelines import tables

@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 
 import numpy as np
-import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -28,7 +27,7 @@ def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inpu
     if table.num_rows == 0:
         raise ValueError(f"task_samples has no task with >= 2 samples for {run_date}: run `metaemb run "
                          f"--date {run_date} --stages labeled,samples` first")
-    batch = pa.concat_tables([table]).combine_chunks().to_batches()[0]
+    batch = table.combine_chunks().to_batches()[0]
     return task_batch(batch, len(inputs.meta_columns), len(inputs.context_columns), with_split=True)
 
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from feastutil import free_port

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from metaemb import config as config_mod
 from pipelines import feast_store, publish as publish_mod, tables

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from metaemb.movielens import to_interactions
 from metaemb.evaluate import history_features

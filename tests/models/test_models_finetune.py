@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from models import Checkpoint, NonFiniteEmbeddingError, TaskBatch, finetune_embed, finetune_embed_loop, init_params
 from models.finetune import finetune_embed_vmap
