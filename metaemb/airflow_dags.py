@@ -78,6 +78,23 @@ def spark_submit_settings(cfg: config_mod.Config) -> dict[str, Any]:
     return {"conf": conf, "jars": jars}
 
 
+def spark_submit_command(cfg: config_mod.Config, stage: str, run_date: dt.date,
+                         spark_submit: str = "spark-submit") -> list[str]:
+    """The command line an Airflow stage task runs (same conf, jars, memory and app args),
+    for running one stage by hand or under another scheduler."""
+    settings = spark_submit_settings(cfg)
+    argv = [spark_submit, "--master", cfg.spark.master, "--deploy-mode", "client"]
+    for key, value in settings["conf"].items():
+        argv += ["--conf", f"{key}={value}"]
+    if settings["jars"]:
+        argv += ["--jars", settings["jars"]]
+    argv += ["--driver-memory", cfg.spark.driver_memory, "--name", f"metaemb-{stage}-{run_date}",
+             str(JOBS_APP), "--stage", stage, "--date", run_date.isoformat()]
+    if config_file(cfg):
+        argv += ["--config", config_file(cfg)]
+    return argv
+
+
 def default_args(cfg: config_mod.Config) -> dict[str, Any]:
     a = cfg.airflow
     args: dict[str, Any] = {

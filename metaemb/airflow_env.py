@@ -236,8 +236,53 @@ def _health(port: int) -> dict | None:
         return None
 
 
+def _service_commands(port: int) -> dict[str, list[str]]:
+    exe = str(Path(sys.executable).parent / "airflow")
+    return {
+        "api-server": [exe, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        "scheduler": [exe, "scheduler"],
+        "dag-processor": [exe, "dag-processor"],
+    }
+
+
+def _launch(cfg, name: str, cmd: list[str], env: dict[str, str]) -> None:
+    logs = home(cfg) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=str(wiring.PROJECT_ROOT))
+    (_run_dir(cfg) / f"{name}.pid").write_text(str(proc.pid))
+
+
+def _log_tail(cfg, name: str, lines: int = 15) -> str:
+    f = home(cfg) / "logs" / f"{name}.log"
+    return "\n".join(f.read_text(errors="replace").splitlines()[-lines:]) if f.exists() else "(no log)"
+
+
+def revive(cfg, env: dict[str, str], port: int, restarts: dict[str, int], names=SERVICES,
+           max_restarts: int = 2) -> list[str]:
+    """Relaunch those of `names` (services already launched) that have exited, each at most
+    max_restarts times; returns their names.
+
+    Three Airflow processes starting on one SQLite file can trip over each other's writes
+    ("database is locked") and exit; a second start then succeeds.
+    """
+    dead = [n for n in names if _pid(cfg, n) is None]
+    for name in dead:
+        if restarts.get(name, 0) >= max_restarts:
+            stop(cfg, quiet=True)
+            raise AirflowEnvError(f"{name} exited {restarts[name] + 1} times; last lines of "
+                                  f"{home(cfg) / 'logs' / (name + '.log')}:\n{_log_tail(cfg, name)}")
+        restarts[name] = restarts.get(name, 0) + 1
+        print(f"[airflow] {name} exited; restarting it ({restarts[name]}/{max_restarts}). Its log ends:\n"
+              f"{_log_tail(cfg, name, 5)}", flush=True)
+        time.sleep(2.0)
+        _launch(cfg, name, _service_commands(port)[name], env)
+    return dead
+
+
 def start(cfg: config_mod.Config, timeout: float = 180.0) -> int:
-    """Start api-server, scheduler and dag-processor (each in its own process group)."""
+    """Start api-server, then scheduler, then dag-processor (each in its own process group)."""
     if all(running(cfg).values()):
         port = _recorded_port(home(cfg))
         print(f"[airflow] already running (api-server 127.0.0.1:{port})")
@@ -249,33 +294,26 @@ def start(cfg: config_mod.Config, timeout: float = 180.0) -> int:
     # The scheduler's log server (default 8793, every interface): a free port of its own.
     env.setdefault("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", str(free_port()))
     init(cfg, env)
-    logs = home(cfg) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    exe = str(Path(sys.executable).parent / "airflow")
-    commands = {
-        "api-server": [exe, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        "scheduler": [exe, "scheduler"],
-        "dag-processor": [exe, "dag-processor"],
-    }
-    for name, cmd in commands.items():
-        with open(logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=str(wiring.PROJECT_ROOT))
-        (_run_dir(cfg) / f"{name}.pid").write_text(str(proc.pid))
+    commands = _service_commands(port)
+    restarts: dict[str, int] = {}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        dead = [n for n, p in running(cfg).items() if p is None]
-        if dead:
+    # One at a time, the api-server first (the others talk to it): fewer concurrent SQLite writers.
+    for i, name in enumerate(SERVICES):
+        _launch(cfg, name, commands[name], env)
+        settle = time.monotonic() + (0 if name == "api-server" else 3.0)
+        while time.monotonic() < deadline:
+            revive(cfg, env, port, restarts, names=SERVICES[: i + 1])
+            h = _health(port)
+            if h and h.get("metadatabase", {}).get("status") == "healthy" and time.monotonic() >= settle:
+                break
+            time.sleep(1.0)
+        else:
             stop(cfg, quiet=True)
-            raise AirflowEnvError(f"{', '.join(dead)} exited at start; see {logs}/<name>.log")
-        h = _health(port)
-        if h and h.get("metadatabase", {}).get("status") == "healthy":
-            print(f"[airflow] api-server http://127.0.0.1:{port}, scheduler, dag-processor running "
-                  f"(logs {logs})", flush=True)
-            return port
-        time.sleep(1.0)
-    stop(cfg, quiet=True)
-    raise AirflowEnvError(f"api-server did not answer on 127.0.0.1:{port} within {timeout:.0f}s; see {logs}")
+            raise AirflowEnvError(f"api-server did not answer on 127.0.0.1:{port} within {timeout:.0f}s; "
+                                  f"see {home(cfg) / 'logs'}")
+    print(f"[airflow] api-server http://127.0.0.1:{port}, scheduler, dag-processor running "
+          f"(logs {home(cfg) / 'logs'})", flush=True)
+    return port
 
 
 def stop(cfg: config_mod.Config, quiet: bool = False, timeout: float = 30.0) -> None:
@@ -393,7 +431,9 @@ def backfill(cfg: config_mod.Config, from_date: dt.date, to_date: dt.date, *, da
             print(f"[airflow] backfill create: {why}; retrying", flush=True)
             time.sleep(3.0)
         print(f"[airflow] backfill {backfill_id} created for {dag_id} {from_date}..{to_date}", flush=True)
-        states = _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout)
+        restarts: dict[str, int] = {}
+        states = _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout,
+                                watchdog=lambda: revive(cfg, env, port, restarts))
         if was_paused:
             _set_paused(cfg, env, dag_id, True)
     finally:
@@ -454,8 +494,12 @@ def _drop_backfill(create_session, Backfill, DagRun, backfill_id) -> None:
         s.execute(delete(Backfill).where(Backfill.id == backfill_id))
 
 
-def _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout: float) -> dict[str, str]:
-    """Poll until the backfill is complete; {date: run state, or why no run was made}."""
+def _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout: float,
+                   watchdog=lambda: None) -> dict[str, str]:
+    """Poll until the backfill is complete; {date: run state, or why no run was made}.
+
+    watchdog() runs every poll (it relaunches a service that died, so a crashed scheduler
+    does not leave the backfill waiting out its timeout)."""
     from sqlalchemy import select
 
     from airflow.models.backfill import BackfillDagRun
@@ -463,6 +507,7 @@ def _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout: float
     deadline = time.monotonic() + timeout
     last = None
     while True:
+        watchdog()
         try:
             with create_session() as s:
                 done = s.scalar(select(Backfill.completed_at).where(Backfill.id == backfill_id))

@@ -91,6 +91,7 @@ class FinetuneConfig:
     lr: float = 0.5  # alpha at generation time
     pooling: str = "latest"  # latest | mean | max | cosine
     device: str = "auto"  # auto | cpu | cuda
+    min_samples: int = 0  # tasks with fewer samples keep the meta-trained embedding (k = 0)
 
 
 @dataclass
@@ -204,7 +205,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     ("model", "item_buckets"), ("model", "item_dim"), ("train", "inner_steps"),
-    ("train", "epochs"), ("train", "warmup_steps"), ("finetune", "steps"),
+    ("train", "epochs"), ("train", "warmup_steps"), ("finetune", "steps"), ("finetune", "min_samples"),
     ("spark", "executor_gpus"), ("spark", "task_gpus"), ("airflow", "retries"),
 }
 

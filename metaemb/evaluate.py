@@ -251,7 +251,10 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
     progress(f"split: train {len(tr)} task windows | validation {len(va['n_support'])} tasks | test "
              f"{len(te['n_support'])} tasks ({int(te['cold'].sum())} cold)")
     n_epochs = epochs or (4 if quick else 5)
-    grid = ft_grid or (((1, 0.3), (3, 0.3)) if quick else ((1, 0.1), (1, 0.3), (3, 0.3), (3, 1.0)))
+    # (0, 0.0) = no fine-tune: validation may find that a bucket is better left un-tuned
+    # (the daily job's [finetune] min_samples does the same for short tasks)
+    grid = ft_grid or (((0, 0.0), (1, 0.3), (3, 0.3)) if quick else
+                       ((0, 0.0), (1, 0.1), (1, 0.3), (3, 0.3), (3, 1.0)))
     results: dict = {}  # (method, ft, slice) -> list of (auc, n)
     chosen: dict = {}
     curves: dict = {}
@@ -328,7 +331,8 @@ def markdown(rows: list[dict], std: dict, meta: dict) -> str:
     lines = ["# LiMAML evaluation (paper Table 3 layout)", "",
              f"{meta['events']} events, {meta['tasks']} tasks; {meta['seeds']} seed(s); up to {meta['epochs']} epochs "
              f"(best epoch on validation); fine-tune (steps, lr) chosen on validation from {list(meta['grid'])}, "
-             "separately for tasks with < 25 and >= 25 support samples.", "",
+             "separately for tasks with < 25 and >= 25 support samples; (0, 0.0) means no fine-tune for "
+             "that bucket (the daily job's `[finetune] min_samples`).", "",
              "## AUC gain over vanilla training without fine-tune (all test tasks)", "",
              "| | " + " | ".join(LABELS[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for ft in (False, True):

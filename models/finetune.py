@@ -127,13 +127,16 @@ def _check_args(steps, lr, pooling):
 
 
 def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: str = "latest",
-                   device: str = "cpu", chunk_size: int | None = None) -> np.ndarray:
+                   device: str = "cpu", chunk_size: int | None = None, min_samples: int = 0) -> np.ndarray:
     """Alg 2b for every task of `batch`: [B, embedding_dim] float32 embeddings.
 
     k = `steps` SGD steps (lr) of the meta params only, global frozen, on all of
     each task's `lengths` samples; then the fine-tuned meta block on the most
-    recent sample (or the chosen pooling). Raises ValueError on bad input and
-    NonFiniteEmbeddingError (naming task indices) if any embedding is NaN/inf.
+    recent sample (or the chosen pooling). Tasks with fewer than `min_samples`
+    samples are not fine-tuned (k = 0): on short histories a few SGD steps can
+    fit noise (validation on ML-100k turned fine-tuning off below 25 samples).
+    Raises ValueError on bad input and NonFiniteEmbeddingError (naming task
+    indices) if any embedding is NaN/inf.
     """
     _check_args(steps, lr, pooling)
     spec = ckpt.spec
@@ -144,14 +147,16 @@ def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: st
     out = torch.empty(B, spec.embedding_dim, device=device)
     cs = int(chunk_size or auto_chunk(device))
     order = torch.argsort(t.lengths, stable=True)  # similar lengths share a chunk: little padding
+    n_short = int((t.lengths < int(min_samples)).sum())  # the first n_short of `order`
     with torch.no_grad():
-        for s in range(0, B, cs):
-            idx = order[s:s + cs]
-            L = int(t.lengths[idx].max())
-            sub = Tensors(t.x_meta[idx, :L], t.x_other[idx, :L], t.item_ids[idx, :L], t.labels[idx, :L],
-                          t.lengths[idx], t.task_ids[idx], t.mask[idx, :L], None)
-            p = adapt(params, spec, sub, sub.mask, int(steps), float(lr), which="meta")
-            out[idx] = embed(p, spec, sub, pooling)
+        for ids, k in ((order[:n_short], 0), (order[n_short:], int(steps))):
+            for s in range(0, len(ids), cs):
+                idx = ids[s:s + cs]
+                L = int(t.lengths[idx].max())
+                sub = Tensors(t.x_meta[idx, :L], t.x_other[idx, :L], t.item_ids[idx, :L], t.labels[idx, :L],
+                              t.lengths[idx], t.task_ids[idx], t.mask[idx, :L], None)
+                p = adapt(params, spec, sub, sub.mask, k, float(lr), which="meta")
+                out[idx] = embed(p, spec, sub, pooling)
     emb = out.float().cpu()
     bad = ~torch.isfinite(emb).all(1)
     if bad.any():

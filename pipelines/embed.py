@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from metaemb.config import Config
 from pipelines import lake, tables
+from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
 STAGE = "embed"
@@ -84,11 +85,13 @@ def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads
                 continue
             try:
                 emb = finetune_embed(ckpt, task_batch(batch, meta_dim, context_dim), steps=fine_tune.steps,
-                                     lr=fine_tune.lr, pooling=fine_tune.pooling, device=device)
+                                     lr=fine_tune.lr, pooling=fine_tune.pooling, device=device,
+                                     min_samples=fine_tune.min_samples)
             except NonFiniteEmbeddingError as e:
                 bad = [tuple(batch.column(k)[i].as_py() for k in keys) for i in e.task_indices[:10]]
                 raise NonFiniteEmbeddingError(e.task_indices, f"NaN/inf embedding for {len(e.task_indices)} "
                                               f"task(s) of run {run_date}, keys {keys}: {bad}") from e
+            kill_point("embed:after-first-batch")
             n, width = emb.shape
             now = dt.datetime.now(dt.timezone.utc)
             yield pa.RecordBatch.from_arrays(

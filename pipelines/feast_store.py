@@ -36,6 +36,7 @@ import numpy as np
 
 from metaemb.config import Config
 from pipelines import tables
+from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +449,7 @@ def _write_sqlite(store, enc: _Encoded) -> None:
             sql = stmt_full if len(idx) == per_ent else head + ", ".join([one] * (len(idx) * len(names))) + tail
             conn.execute(sql, params(idx))
             if lo == (enc.rows // per_ent // 2) * per_ent:
-                _kill_point("sqlite:mid-transaction")
+                kill_point("sqlite:mid-transaction")
 
 
 def _write_redis(store, enc: _Encoded) -> None:
@@ -494,7 +495,7 @@ def _write_redis(store, enc: _Encoded) -> None:
                 cmds.append(args)
             conn.send_packed_command(conn.pack_commands(cmds), check_health=False)
             if lo == 0:
-                _kill_point("redis:mid-multi")
+                kill_point("redis:mid-multi")
         conn.send_command("EXEC")
         first = conn.read_response()
         if first not in (b"OK", "OK", True):
@@ -514,16 +515,6 @@ def _write_redis(store, enc: _Encoded) -> None:
         raise
     finally:
         client.connection_pool.release(conn)
-
-
-def _kill_point(where: str) -> None:
-    """Test hook: METAEMB_TEST_PAUSE_AT=<where> parks the process there (to be kill -9'd)."""
-    target = os.environ.get("METAEMB_TEST_PAUSE_AT")
-    if target and target == where:
-        marker = os.environ.get("METAEMB_TEST_PAUSE_MARKER")
-        if marker:
-            Path(marker).write_text(where)
-        time.sleep(3600)
 
 
 @dataclass

@@ -123,3 +123,14 @@ def test_finetune_improves_auc_on_planted_preferences():
     before, after = query_auc(0), query_auc(3)
     assert before < 0.65  # the preference sign is invisible without the task's labels
     assert after > before + 0.15, (before, after)
+
+
+def test_min_samples_leaves_short_tasks_un_tuned():
+    spec = small_spec()
+    ck = ckpt_for(spec)
+    batch = random_batch(B=12, L=9, seed=12)
+    short = batch.lengths < 5
+    assert short.any() and (~short).any()
+    got = finetune_embed(ck, batch, steps=3, lr=0.5, chunk_size=4, min_samples=5)
+    np.testing.assert_allclose(got[short], finetune_embed(ck, batch, steps=0, lr=0.5)[short], atol=1e-6)
+    np.testing.assert_allclose(got[~short], finetune_embed_loop(ck, batch, steps=3, lr=0.5)[~short], atol=1e-5)

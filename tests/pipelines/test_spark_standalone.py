@@ -15,6 +15,8 @@ import numpy as np
 import pyspark
 import pytest
 
+from metaemb import config as config_mod
+from metaemb.airflow_dags import spark_submit_command
 from metaemb.synthetic import SyntheticSpec, generate
 from pipelines import labeled, lake, tables
 from pipelines import train as train_job
@@ -110,12 +112,26 @@ def test_cluster_embeddings_equal_local(spark, tmp_path, standalone_cluster):
                            "--date", RUN_DATE.isoformat(), "--stages", "labeled,samples,embed"],
                           capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "embed: 150 rows" in proc.stdout or "embed:" in proc.stdout
+    run_stdout = proc.stdout
 
     cluster = make_config(tmp_path / "cluster")
     read = lambda cfg: {r.user_id: np.asarray(r.embedding) for r in  # noqa: E731
                         lake.read_table(spark, cfg, tables.META_EMBEDDINGS).collect()}
-    got, want = read(cluster), read(local)
-    assert set(got) == set(want) and len(want) > 100
-    diff = max(float(np.abs(got[k] - want[k]).max()) for k in want)
-    assert diff < 1e-4, f"cluster and local embeddings differ by up to {diff}"
+    want = read(local)
+    assert len(want) > 100 and f"embed: {len(want)} rows" in run_stdout, run_stdout[-2000:]
+
+    def assert_same(what: str) -> None:
+        got = read(cluster)
+        assert set(got) == set(want), what
+        diff = max(float(np.abs(got[k] - want[k]).max()) for k in want)
+        assert diff < 1e-4, f"{what}: cluster and local embeddings differ by up to {diff}"
+
+    assert_same("metaemb run on the cluster")
+    # The Airflow task path: the very spark-submit command line a stage task runs, to the cluster.
+    argv = spark_submit_command(config_mod.load(cluster_toml), "embed", RUN_DATE,
+                                str(SPARK_HOME / "bin" / "spark-submit"))
+    assert argv[argv.index("--master") + 1] == standalone_cluster
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"[{RUN_DATE}] embed: {len(want)} rows" in proc.stdout, proc.stdout[-2000:]
+    assert_same("spark-submit pipelines/jobs.py --stage embed on the cluster")

@@ -1,0 +1,93 @@
+"""kill -9 of the fine-tune stage, the way a lost worker ends it: the stage's real
+spark-submit (the command an Airflow task runs) is parked inside the fine-tune of a Python
+worker, after its first batch is computed and before anything is committed, and its whole
+process group (driver, JVM, Python workers) gets SIGKILL.
+
+Afterwards the online store still serves the previous complete day, meta_embeddings holds
+no row of the killed date, the stage log does not call it done, and a rerun completes.
+(kill -9 in the middle of the publish itself: tests/feast/test_feast_publish.py.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pyspark
+
+from af_helpers import project_raw, write_config
+from metaemb import config as config_mod
+from metaemb.airflow_dags import spark_submit_command
+from pipelines import feast_store, labeled, lake, tables
+from pipelines.daily import run_daily
+from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
+
+D1, D2 = dt.date(2026, 10, 26), dt.date(2026, 10, 27)
+SPARK_SUBMIT = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
+
+
+def online(cfg, keys: list[str]):
+    df = feast_store.lookup(cfg, [{"user_id": k} for k in keys])
+    return df.sort_values("user_id").reset_index(drop=True)
+
+
+def partition(spark, cfg, day: dt.date) -> dict[str, np.ndarray]:
+    from pyspark.sql import functions as F
+
+    rows = (lake.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(day))
+            .select("user_id", tables.EMBEDDING).collect())
+    return {r.user_id: np.asarray(r[tables.EMBEDDING], dtype=np.float32) for r in rows}
+
+
+def test_kill9_in_finetune_keeps_previous_day_and_rerun_completes(airflow_project, spark, tmp_path):
+    root = airflow_project
+    raw = project_raw(root, pipeline={"storage_root": str(tmp_path / "lake")},
+                      feast={"project": "killft", "sqlite_path": str(tmp_path / "feast" / "online.db"),
+                             "registry_path": str(tmp_path / "feast" / "registry.db")})
+    cfg = config_mod.load(write_config(tmp_path / "metaemb.toml", raw))
+    inputs = labeled.resolve_inputs(cfg)
+    quiet = dict(progress=lambda _: None)
+
+    run_daily(spark, cfg, D1, inputs, **quiet)
+    keys = sorted(partition(spark, cfg, D1))
+    day1 = online(cfg, keys)
+    assert len(keys) > 100 and day1["embedding"].notna().all()
+
+    run_daily(spark, cfg, D2, inputs, stages=("labeled", "samples"), **quiet)
+    marker = tmp_path / "paused"
+    env = {**os.environ, PAUSE_AT_ENV: "embed:after-first-batch", PAUSE_MARKER_ENV: str(marker)}
+    log = (tmp_path / "embed.log").open("w")
+    proc = subprocess.Popen(spark_submit_command(cfg, "embed", D2, SPARK_SUBMIT), env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not marker.exists():
+            assert proc.poll() is None, (tmp_path / "embed.log").read_text()[-3000:]
+            assert time.time() < deadline, "the embed stage never reached its first fine-tuned batch"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    # Nothing of D2 is visible anywhere; readers still get the whole of D1.
+    assert partition(spark, cfg, D2) == {}, "a killed fine-tune left rows of its date"
+    assert D2 not in lake.completed_dates(cfg, "embed")
+    after = online(cfg, keys)
+    assert after.equals(day1), "the online store changed although the run never reached publish"
+    fv = feast_store.feature_store(cfg).get_feature_view(feast_store.FEATURE_VIEW)
+    assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
+
+    # The rerun (what Airflow's retry does) completes and serves the whole of D2.
+    run_daily(spark, cfg, D2, inputs, stages=("embed", "publish", "check"), **quiet)
+    assert D2 in lake.completed_dates(cfg, "embed")
+    day2 = partition(spark, cfg, D2)
+    served = online(cfg, sorted(day2))
+    got = {k: np.asarray(v, dtype=np.float32) for k, v in zip(served["user_id"], served["embedding"])}
+    assert set(got) == set(day2)
+    for k in day2:
+        np.testing.assert_array_equal(got[k], day2[k])
