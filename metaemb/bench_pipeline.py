@@ -91,7 +91,7 @@ def run(args, cfg: Config) -> int:
     bcfg = bench_config(cfg, work, args.tasks, args.days)
     spec = SyntheticSpec(users=args.tasks, days=args.days, mean_events_per_user=args.events_per_task,
                          snapshot_every_days=7)
-    figures: dict = {"tasks": args.tasks, "days": args.days, "stages": {}}
+    figures: dict = {"tasks": args.tasks, "days": args.days, "stages": {}, "cores": psutil.cpu_count() or 1}
     t = time.perf_counter()
     if not data_ready:
         counts = generate(work / "data", spec, progress=print)
@@ -131,7 +131,8 @@ def _timed(fn) -> dict:
     rows = int(result.get("rows", 0))
     print(f"  {result['stage']:8s} {seconds:8.1f}s {rows:>12,} rows {rows / max(seconds, 1e-9):>12,.0f} rows/s",
           flush=True)
-    return {"seconds": seconds, "rows": rows}
+    extra = {k: result[k] for k in ("finetune_s", "partitions") if k in result}
+    return {"seconds": seconds, "rows": rows, **extra}
 
 
 def _train_small(spark, cfg, day, inputs, train_job) -> float:
@@ -145,5 +146,11 @@ def _print(f: dict) -> None:
     for stage, s in f["stages"].items():
         print(f"  {stage:8s} {s['seconds']:8.1f}s  {s['rows']:>12,} rows  {s['rows'] / max(s['seconds'], 1e-9):>10,.0f} rows/s")
     print(f"  daily run wall {f['daily_run_s']:.1f}s; tasks embedded/s {f['tasks_embedded_per_s']:,.0f}")
+    emb = f["stages"]["embed"]
+    if "finetune_s" in emb:
+        workers = min(emb.get("partitions", 1), f.get("cores", 1))
+        print(f"  embed: fine-tune (torch) {emb['finetune_s']:.1f}s summed over {emb.get('partitions', '?')} partitions "
+              f"(~{emb['finetune_s'] / max(workers, 1):.1f}s wall on {workers} cores); the rest of "
+              f"{emb['seconds']:.1f}s is Spark: read, shuffle, Arrow transfer, Delta write")
     print(f"  peak RSS: driver (python+JVM) {f['peak_rss_driver_mb']:,.0f} MB, "
           f"python workers {f['peak_rss_workers_mb']:,.0f} MB")

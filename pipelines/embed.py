@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Iterator
 
 import numpy as np
@@ -66,8 +67,9 @@ def output_schema(keys: list[str]) -> str:
     return ", ".join(cols)
 
 
-def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads: int):
-    """The function mapInArrow runs on each partition (shipped with the checkpoint inside)."""
+def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads: int, torch_seconds=None):
+    """The function mapInArrow runs on each partition (shipped with the checkpoint inside).
+    torch_seconds: an optional Spark accumulator that sums the workers' fine-tune time."""
     fine_tune = cfg.finetune
     meta_dim, context_dim = len(ckpt.meta_columns), len(ckpt.context_columns)
     valid_from = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
@@ -83,6 +85,7 @@ def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads
         for batch in batches:
             if batch.num_rows == 0:
                 continue
+            started = time.perf_counter()
             try:
                 emb = finetune_embed(ckpt, task_batch(batch, meta_dim, context_dim), steps=fine_tune.steps,
                                      lr=fine_tune.lr, pooling=fine_tune.pooling, device=device,
@@ -91,6 +94,8 @@ def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads
                 bad = [tuple(batch.column(k)[i].as_py() for k in keys) for i in e.task_indices[:10]]
                 raise NonFiniteEmbeddingError(e.task_indices, f"NaN/inf embedding for {len(e.task_indices)} "
                                               f"task(s) of run {run_date}, keys {keys}: {bad}") from e
+            if torch_seconds is not None:
+                torch_seconds.add(time.perf_counter() - started)
             kill_point("embed:after-first-batch")
             n, width = emb.shape
             now = dt.datetime.now(dt.timezone.utc)
@@ -132,11 +137,14 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, ckpt) -> dict:
         # import and a model copy, which dominated small runs.
         tasks = samples.count()
         buckets = max(1, min(cfg.pipeline.task_buckets, -(-tasks // cfg.pipeline.finetune_batch_tasks)))
-        embedded = (samples.repartition(buckets)
-                    .mapInArrow(make_embedder(ckpt, keys, run_date, cfg, threads), output_schema(keys)))
+        torch_seconds = spark.sparkContext.accumulator(0.0)
+        embedder = make_embedder(ckpt, keys, run_date, cfg, threads, torch_seconds)
+        embedded = samples.repartition(buckets).mapInArrow(embedder, output_schema(keys))
         lake.replace_partitions(embedded, cfg, tables.META_EMBEDDINGS, "run_date", [run_date])
         rows = (lake.read_table(spark, cfg, tables.META_EMBEDDINGS)
                 .where(F.col("run_date") == F.lit(run_date)).count())
     lake.log_stage(spark, cfg, STAGE, {run_date: rows}, t.seconds, f"model={ckpt.version}")
+    # finetune_s: fine-tune time summed over the workers; the rest of the stage is Spark
+    # (read, shuffle, Arrow transfer, Delta write) and its share shows in the bench output
     return {"stage": STAGE, "rows": rows, "seconds": t.seconds, "tasks_per_s": rows / max(t.seconds, 1e-9),
-            "model_version": ckpt.version}
+            "model_version": ckpt.version, "finetune_s": round(torch_seconds.value, 1), "partitions": buckets}

@@ -12,7 +12,7 @@ INTER = "var/data/ml-100k/ml-100k.inter"
 def test_movielens_conversion(tmp_path):
     from metaemb.config import PROJECT_ROOT
 
-    df = to_interactions(PROJECT_ROOT / INTER, tmp_path / "i.parquet")
+    to_interactions(PROJECT_ROOT / INTER, tmp_path / "i.parquet")
     back = pd.read_parquet(tmp_path / "i.parquet")
     assert list(back.columns) == ["user_id", "item_id", "event_timestamp", "label"]
     assert len(back) == 100_000 and str(back["event_timestamp"].dt.tz) == "UTC"
