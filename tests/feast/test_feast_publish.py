@@ -19,6 +19,7 @@ import pytest
 
 from metaemb import config as config_mod
 from pipelines import feast_store, publish as publish_mod, tables
+from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
 from feastutil import make_config, random_embeddings, write_meta_embeddings
 
@@ -211,7 +212,7 @@ def _publish_in_child(cfg, spark, run_date, tmp_path, pause_at=None):
     marker.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     if pause_at:
-        env.update(METAEMB_TEST_PAUSE_AT=pause_at, METAEMB_TEST_PAUSE_MARKER=str(marker))
+        env.update({PAUSE_AT_ENV: pause_at, PAUSE_MARKER_ENV: str(marker)})
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, json.dumps(cfg.to_dict()), cfg.base_dir, str(part), run_date.isoformat()],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
