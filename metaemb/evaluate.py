@@ -221,9 +221,10 @@ def slice_aucs(ev: dict, logits: np.ndarray) -> dict:
 
 def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user_id",), cfg=None, seeds=1,
                  progress: Callable[[str], None] = print, quick: bool = False, epochs: int | None = None,
-                 ft_grid: tuple | None = None, split=(0.7, 0.25, 0.5), max_events: int | None = None) -> list[dict]:
-    """Train vanilla / maml / limaml (per seed), fine-tune or not, report AUC by slice.
-    split = (t1 quantile of event time ending training, then the fractions of each task's
+                 ft_grid: tuple | None = None, split=(0.7, 0.25, 0.5), max_events: int | None = None,
+                 id_block: bool = True) -> list[dict]:
+    """Train vanilla / maml / limaml (per seed), fine-tune or not, report AUC by slice
+    (Table 3); with id_block, also the ID-embedding comparison (Table 4). split = (t1 quantile of event time ending training, then the fractions of each task's
     events from t1 on where validation starts and test starts)."""
     t_start = time.time()
     cfg = cfg or config_mod.Config()
@@ -239,8 +240,9 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
         model_cfg = replace(model_cfg, meta_hidden=32, global_hidden=[64, 32], item_buckets=min(model_cfg.item_buckets or 0, 2048))
     n_items = int(df["item"].max()) + 1
     item_buckets = max(model_cfg.item_buckets, n_items) if model_cfg.item_buckets else 0
-    spec = ModelSpec.from_config(replace(model_cfg, item_buckets=item_buckets, meta_block="mlp"),
-                                 len(meta_cols), len(other_cols))
+    specs = {block: ModelSpec.from_config(replace(model_cfg, item_buckets=item_buckets, meta_block=block),
+                                          len(meta_cols), len(other_cols))
+             for block in ("mlp", "id")}
     train_set = set(df.loc[df["ts"] < t1, "task"])
     tr = training_tasks(df, t1, N, meta_cols, other_cols, cfg.pipeline.support_fraction)
     va = eval_tasks(df, t1, v_frac, t_frac, N, meta_cols, other_cols, train_set)
@@ -255,48 +257,61 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
     # (the daily job's [finetune] min_samples does the same for short tasks)
     grid = ft_grid or (((0, 0.0), (1, 0.3), (3, 0.3)) if quick else
                        ((0, 0.0), (1, 0.1), (1, 0.3), (3, 0.3), (3, 1.0)))
-    results: dict = {}  # (method, ft, slice) -> list of (auc, n)
+    results: dict = {}  # (method, meta_block, ft, slice) -> list of (auc, n)
     chosen: dict = {}
     curves: dict = {}
-    for method in METHODS:
-        which = "meta" if method == "limaml" else "all"
+    # Table 3: the three training methods with an MLP meta block. Table 4: the paper's
+    # ID-embedding comparison -- vanilla training of the network with a task-ID embedding
+    # layer as its meta block (a wide & deep ID model, no fine-tune) against LiMAML with
+    # that ID layer and LiMAML with the MLP meta block, both fine-tuned.
+    runs = [(m, "mlp") for m in METHODS] + ([("vanilla", "id"), ("limaml", "id")] if id_block else [])
+    for method, block in runs:
+        name = method if block == "mlp" else f"{method}+id"
         for seed in range(int(seeds)):
-            tc = replace(cfg.train, mode=method, epochs=n_epochs, seed=seed)
-            ck = train(spec, tc, tr, valid=vb, progress=None)
-            curves.setdefault(method, []).append([v["auc"] for v in ck.metrics["valid"]])
-            # fine-tune hyper-parameters, chosen on validation AUC only (never test), per
-            # support-size bucket: a task with < 25 support samples takes smaller / fewer
-            # steps than one with a long history (the daily job knows each task's count).
-            st = ck.input_stats
-            val = {g: slice_aucs(va, predict(ck.params, spec, va, g[0], g[1], which, stats=st)) for g in grid}
-            best = {b: max(grid, key=lambda g: np.nan_to_num(val[g][b][0], nan=-1.0)) for b in BUCKETS}
-            chosen.setdefault(method, []).append({"seed": seed, "best_epoch": ck.metrics["best_epoch"],
-                                                  **{f"ft_{b}": list(best[b]) for b in BUCKETS}})
-            no_ft = predict(ck.params, spec, te, 0, 0.0, which, stats=st)
-            ft = no_ft.copy()
-            for g in set(best.values()):
-                lg = predict(ck.params, spec, te, g[0], g[1], which, stats=st)
-                for b in BUCKETS:
-                    if best[b] == g:
-                        rows_b = bucket_mask(te, b)
-                        ft[rows_b] = lg[rows_b]
+            ck, best, no_ft, ft = fit_and_score(specs[block], replace(cfg.train, mode=method, epochs=n_epochs, seed=seed),
+                                                tr, vb, va, te, grid)
+            curves.setdefault(name, []).append([v["auc"] for v in ck.metrics["valid"]])
+            chosen.setdefault(name, []).append({"seed": seed, "best_epoch": ck.metrics["best_epoch"],
+                                                **{f"ft_{b}": list(best[b]) for b in BUCKETS}})
             for use_ft, lg in ((False, no_ft), (True, ft)):
                 for sl, (a, n) in slice_aucs(te, lg).items():
-                    results.setdefault((method, use_ft, sl), []).append((a, n))
-            progress(f"  {method} seed {seed}: epoch {ck.metrics['best_epoch']}, ft {best}, test AUC "
-                     f"{np.nanmean([r[0] for r in results[(method, False, 'all')][-1:]]):.4f} -> "
-                     f"{results[(method, True, 'all')][-1][0]:.4f} ({time.time() - t_start:.0f}s)")
-    rows = [{"method": m, "fine_tune": ft, "slice": sl, "auc": float(np.nanmean([a for a, _ in v])),
-             "n_tasks": int(v[0][1])} for (m, ft, sl), v in results.items()]
-    std = {(m, ft, sl): float(np.nanstd([a for a, _ in v])) for (m, ft, sl), v in results.items()}
+                    results.setdefault((method, block, use_ft, sl), []).append((a, n))
+            progress(f"  {name} seed {seed}: epoch {ck.metrics['best_epoch']}, ft {best}, test AUC "
+                     f"{results[(method, block, False, 'all')][-1][0]:.4f} -> "
+                     f"{results[(method, block, True, 'all')][-1][0]:.4f} ({time.time() - t_start:.0f}s)")
+    rows = [{"method": m, "meta_block": blk, "fine_tune": ft, "slice": sl,
+             "auc": float(np.nanmean([a for a, _ in v])), "n_tasks": int(v[0][1])}
+            for (m, blk, ft, sl), v in results.items()]
+    std = {(m, blk, ft, sl): float(np.nanstd([a for a, _ in v])) for (m, blk, ft, sl), v in results.items()}
     (out / "report.json").write_text(json.dumps(rows, indent=2))
     meta = {"events": len(df), "tasks": int(df["task"].nunique()), "t1": t1, "split": list(split), "seeds": int(seeds),
-            "epochs": n_epochs, "grid": grid, "chosen": chosen, "spec": spec.to_dict(), "meta_columns": meta_cols,
+            "epochs": n_epochs, "grid": grid, "chosen": chosen, "spec": specs["mlp"].to_dict(), "meta_columns": meta_cols,
             "other_columns": other_cols, "seconds": round(time.time() - t_start, 1), "quick": quick}
     (out / "report.md").write_text(markdown(rows, std, meta))
-    plots(rows, curves, out)
+    plots([r for r in rows if r["meta_block"] == "mlp"], curves, out)
     progress(f"evaluate: wrote {out / 'report.json'}, report.md, plots ({time.time() - t_start:.0f}s)")
     return rows
+
+
+def fit_and_score(spec: ModelSpec, tc, tr: TaskBatch, vb: TaskBatch, va: dict, te: dict, grid) -> tuple:
+    """Train one model, choose its fine-tune per support-size bucket on validation AUC only
+    (never test), and score the test tasks: (checkpoint, choice, logits w/o FT, logits w/ FT).
+    A task with < 25 support samples may take smaller / fewer steps than one with a long
+    history (the daily job knows each task's count)."""
+    which = "meta" if tc.mode == "limaml" else "all"
+    ck = train(spec, tc, tr, valid=vb, progress=None)
+    st = ck.input_stats
+    val = {g: slice_aucs(va, predict(ck.params, spec, va, g[0], g[1], which, stats=st)) for g in grid}
+    best = {b: max(grid, key=lambda g: np.nan_to_num(val[g][b][0], nan=-1.0)) for b in BUCKETS}
+    no_ft = predict(ck.params, spec, te, 0, 0.0, which, stats=st)
+    ft = no_ft.copy()
+    for g in set(best.values()):
+        lg = predict(ck.params, spec, te, g[0], g[1], which, stats=st)
+        for b in BUCKETS:
+            if best[b] == g:
+                rows_b = bucket_mask(te, b)
+                ft[rows_b] = lg[rows_b]
+    return ck, best, no_ft, ft
 
 
 def _concat(ev: dict, keep: np.ndarray, N: int) -> TaskBatch:
@@ -317,16 +332,15 @@ def _concat(ev: dict, keep: np.ndarray, N: int) -> TaskBatch:
 # report
 
 def markdown(rows: list[dict], std: dict, meta: dict) -> str:
-    get = {(r["method"], r["fine_tune"], r["slice"]): r for r in rows}
-    base = {sl: get[("vanilla", False, sl)]["auc"] for sl in SLICES if ("vanilla", False, sl) in get}
+    get = {(r["method"], r["meta_block"], r["fine_tune"], r["slice"]): r for r in rows}
 
-    def cell(m, ft, sl, with_auc=True):
-        r = get.get((m, ft, sl))
-        if r is None or not np.isfinite(r["auc"]):
+    def cell(m, ft, sl, with_auc=True, block="mlp", base_block="mlp"):
+        r, b = get.get((m, block, ft, sl)), get.get(("vanilla", base_block, False, sl))
+        if r is None or b is None or not np.isfinite(r["auc"]):
             return "n/a"
-        gain = 100.0 * (r["auc"] / base[sl] - 1.0)
+        gain = 100.0 * (r["auc"] / b["auc"] - 1.0)
         s = f"{gain:+.2f}%"
-        return f"{r['auc']:.4f} ± {std[(m, ft, sl)]:.4f} ({s})" if with_auc else s
+        return f"{r['auc']:.4f} ± {std[(m, block, ft, sl)]:.4f} ({s})" if with_auc else s
 
     lines = ["# LiMAML evaluation (paper Table 3 layout)", "",
              f"{meta['events']} events, {meta['tasks']} tasks; {meta['seeds']} seed(s); up to {meta['epochs']} epochs "
@@ -343,7 +357,17 @@ def markdown(rows: list[dict], std: dict, meta: dict) -> str:
     for m in METHODS:
         for ft in (False, True):
             lines.append(f"| {LABELS[m]} | {'yes' if ft else 'no'} | " + " | ".join(cell(m, ft, sl) for sl in SLICES) + " |")
-    n = {sl: get[("vanilla", False, sl)]["n_tasks"] for sl in SLICES if ("vanilla", False, sl) in get}
+    if ("vanilla", "id", False, "all") in get:
+        lines += ["", "## Table 4 layout: LiMAML vs a task-ID embedding model (gain vs the ID model, w/o fine-tune)", "",
+                  "| Global block | Meta block | Fine-tune | " + " | ".join(SLICES) + " |", "|---|---|---|" + "---|" * len(SLICES)]
+        for label, m, block, ft in (("MLP + ID embeddings (vanilla training)", "vanilla", "id", False),
+                                    ("MLP", "limaml", "id", True), ("MLP", "limaml", "mlp", True)):
+            meta_label = "n/a" if m == "vanilla" else {"id": "ID embeddings", "mlp": "MLP"}[block]
+            lines.append(f"| {label} | {meta_label} | {'yes' if ft else 'no'} | "
+                         + " | ".join(cell(m, ft, sl, block=block, base_block="id") for sl in SLICES) + " |")
+        lines += ["", "The ID meta block is a hashed task-ID embedding plus a small MLP over the task's history "
+                  "features (the same inputs as the MLP block); a cold task's ID row was never trained."]
+    n = {sl: get[("vanilla", "mlp", False, sl)]["n_tasks"] for sl in SLICES if ("vanilla", "mlp", False, sl) in get}
     lines += ["", "Tasks per slice: " + ", ".join(f"{k} {v}" for k, v in n.items())
               + " (lt25/ge25: the task's support samples before its test queries; cold: no event in the training period).", "",
               f"Split: training = events before the {meta['split'][0]:.0%} quantile of event time; each task's later events, "
@@ -362,7 +386,7 @@ def plots(rows: list[dict], curves: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    get = {(r["method"], r["fine_tune"], r["slice"]): r["auc"] for r in rows}
+    get = {(r["method"], r["fine_tune"], r["slice"]): r["auc"] for r in rows}  # MLP meta block rows
     fig, ax = plt.subplots(figsize=(9, 4))
     w = 0.13
     for j, (m, ft) in enumerate((m, ft) for m in METHODS for ft in (False, True)):
@@ -379,10 +403,10 @@ def plots(rows: list[dict], curves: dict, out: Path) -> None:
     fig.savefig(out / "auc_by_slice.png", dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
+    colors = {"vanilla": "C0", "maml": "C1", "limaml": "C2", "vanilla+id": "C3", "limaml+id": "C4"}
     for m, runs in curves.items():
         for i, c in enumerate(runs):
-            ax.plot(np.arange(1, len(c) + 1), c, color={"vanilla": "C0", "maml": "C1", "limaml": "C2"}[m],
-                    alpha=0.7, label=m if i == 0 else None)
+            ax.plot(np.arange(1, len(c) + 1), c, color=colors[m], alpha=0.7, label=m if i == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation AUC (training-style)")
     ax.legend()

@@ -11,7 +11,6 @@ Two kinds of fault:
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 
 from metaemb.config import Config
+from pipelines import delta_log
 
 ITEM_ID, EVENT_TS, LABEL, FEATURE_TS = "item_id", "event_timestamp", "label", "feature_timestamp"
 
@@ -82,19 +82,14 @@ def input_format(path: Path) -> str:
 
 
 def _delta_schema(path: Path) -> pa.Schema:
-    """Schema of a Delta table from its transaction log (newest metaData action)."""
+    """Schema of a Delta table from its transaction log."""
     spark_to_arrow = {"long": pa.int64(), "integer": pa.int32(), "short": pa.int16(), "byte": pa.int8(),
                       "float": pa.float32(), "double": pa.float64(), "boolean": pa.bool_(),
                       "string": pa.string(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
                       "timestamp_ntz": pa.timestamp("us")}
-    for commit in sorted((path / "_delta_log").glob("*.json"), reverse=True):
-        for line in commit.read_text().splitlines():
-            action = json.loads(line)
-            if "metaData" in action:
-                fields = json.loads(action["metaData"]["schemaString"])["fields"]
-                return pa.schema([(f["name"], spark_to_arrow.get(f["type"], pa.null()) if isinstance(f["type"], str)
-                                   else pa.null()) for f in fields])
-    raise OSError("no metaData action in _delta_log")
+    fields = delta_log.schema_fields(delta_log.snapshot(path))
+    return pa.schema([(f["name"], spark_to_arrow.get(f["type"], pa.null()) if isinstance(f["type"], str)
+                       else pa.null()) for f in fields])
 
 
 def read_schema(path: Path) -> pa.Schema:
@@ -111,17 +106,10 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
     if fmt == "csv":
         return pacsv.read_csv(path).select(columns)
     if fmt == "delta":
-        import pyarrow.parquet as pq  # active files only: replay add/remove actions
+        import pyarrow.parquet as pq
 
-        live: dict[str, bool] = {}
-        for commit in sorted((path / "_delta_log").glob("*.json")):
-            for line in commit.read_text().splitlines():
-                a = json.loads(line)
-                if "add" in a:
-                    live[a["add"]["path"]] = True
-                if "remove" in a:
-                    live.pop(a["remove"]["path"], None)
-        return pa.concat_tables(pq.read_table(path / p, columns=columns) for p in live) if live else \
+        files = delta_log.snapshot(path).parquet_files()
+        return pa.concat_tables(pq.read_table(f, columns=columns) for f in files) if files else \
             read_schema(path).empty_table().select(columns)
     return pads.dataset(path, format="parquet").to_table(columns=columns)
 

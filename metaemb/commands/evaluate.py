@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "mean ± std, ~3x the time)")
     p.add_argument("--epochs", type=int, help="max epochs per training run (best one chosen on validation; default 5, --quick 4)")
     p.add_argument("--max-events", type=int, help="use only the earliest N events (quick looks)")
+    p.add_argument("--no-id-block", action="store_true", help="skip the Table 4 runs (a task-ID embedding "
+                   "meta block: vanilla and LiMAML; ~2/3 more training time)")
 
 
 def run(args, cfg) -> int:
@@ -47,6 +49,7 @@ def run(args, cfg) -> int:
         return 2
     rows = run_evaluate(inter_path, out, features_path=features_path, task_key=tuple(cfg.data.task_key), cfg=cfg,
                         seeds=args.seeds, quick=args.quick, epochs=args.epochs, max_events=args.max_events,
+                        id_block=not args.no_id_block,
                         progress=lambda s: print(s, flush=True))
     print((Path(out) / "report.md").read_text())
     return 0 if rows else 1

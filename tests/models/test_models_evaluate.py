@@ -42,16 +42,19 @@ def test_evaluate_quick_writes_reports(tmp_path):
                          "--epochs", "2", "--max-events", "5000"])
     assert cmd.run(args, cfg) == 0
     rows = json.loads((tmp_path / "ev" / "report.json").read_text())
-    keys = {(r["method"], r["fine_tune"], r["slice"]) for r in rows}
-    assert all(set(r) == {"method", "fine_tune", "slice", "auc", "n_tasks"} for r in rows)
-    assert {m for m, _, _ in keys} == {"vanilla", "maml", "limaml"}
-    assert {ft for _, ft, _ in keys} == {False, True}
-    assert {s for _, _, s in keys} <= {"all", "lt25", "ge25", "cold"} and ("vanilla", False, "all") in keys
-    assert len(rows) == 24
+    keys = {(r["method"], r["meta_block"], r["fine_tune"], r["slice"]) for r in rows}
+    assert all(set(r) == {"method", "meta_block", "fine_tune", "slice", "auc", "n_tasks"} for r in rows)
+    # Table 3: three methods with the MLP meta block; Table 4: vanilla and LiMAML with the ID block
+    assert {(m, b) for m, b, _, _ in keys} == {("vanilla", "mlp"), ("maml", "mlp"), ("limaml", "mlp"),
+                                               ("vanilla", "id"), ("limaml", "id")}
+    assert {ft for _, _, ft, _ in keys} == {False, True}
+    assert {s for _, _, _, s in keys} <= {"all", "lt25", "ge25", "cold"} and ("vanilla", "mlp", False, "all") in keys
+    assert len(rows) == 40
     for r in rows:
         assert r["n_tasks"] >= 0
         if r["slice"] == "all":
             assert r["n_tasks"] > 0 and 0.3 < r["auc"] < 1.0
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "| w/o fine-tune |" in md and "LiMAML" in md and "+0.00%" in md
+    assert "## Table 4 layout" in md and "| MLP + ID embeddings (vanilla training) | n/a | no |" in md
     assert (tmp_path / "ev" / "auc_by_slice.png").stat().st_size > 1000
