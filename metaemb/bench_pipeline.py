@@ -30,27 +30,37 @@ def add_arguments(p) -> None:
     p.add_argument("--json", help="also write the figures to this JSON file")
 
 
+DAILY_STAGES = ("labeled", "samples", "embed", "publish", "check")
+
+
 class PeakRss:
-    """Peak resident memory of this process tree, split into driver (Python + JVM) and workers."""
+    """Peak resident memory of this process tree per stage (the caller sets .stage): driver
+    (Python + JVM), its Python and JVM parts, and the Python workers."""
+
+    PARTS = ("driver", "python", "jvm", "workers")
 
     def __init__(self, interval: float = 0.25):
-        self.interval, self.peak_driver, self.peak_workers, self._stop = interval, 0, 0, threading.Event()
+        self.interval, self._stop = interval, threading.Event()
+        self.stage = ""
+        self.by_stage: dict[str, dict[str, int]] = {}
+
+    def peak(self, part: str, stages=None) -> int:
+        return max([v[part] for st, v in self.by_stage.items() if stages is None or st in stages] or [0])
 
     def _sample(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            driver, workers = me.memory_info().rss, 0
+            now = {"python": me.memory_info().rss, "jvm": 0, "workers": 0}
             for child in me.children(recursive=True):
                 try:
                     rss, cmd = child.memory_info().rss, " ".join(child.cmdline())
                 except psutil.Error:
                     continue
-                if "java" in cmd:
-                    driver += rss
-                else:
-                    workers += rss
-            self.peak_driver = max(self.peak_driver, driver)
-            self.peak_workers = max(self.peak_workers, workers)
+                now["jvm" if "java" in cmd else "workers"] += rss
+            now["driver"] = now["python"] + now["jvm"]
+            peaks = self.by_stage.setdefault(self.stage, dict.fromkeys(self.PARTS, 0))
+            for k, v in now.items():
+                peaks[k] = max(peaks[k], v)
             self._stop.wait(self.interval)
 
     def __enter__(self):
@@ -104,14 +114,20 @@ def run(args, cfg: Config) -> int:
     # A model to fine-tune from: trained briefly on a small slice (not what is measured).
     with PeakRss() as rss:
         wall = time.perf_counter()
-        for stage in ("labeled", "samples"):
+        for stage in DAILY_STAGES[:2]:
+            rss.stage = stage
             figures["stages"][stage] = _timed(lambda s=stage: run_stage(spark, bcfg, s, run_date, inputs))
+        rss.stage = "train (set-up, not daily)"
         figures["train_s"] = _train_small(spark, bcfg, run_date, inputs, train_job)
-        for stage in ("embed", "publish", "check"):
+        for stage in DAILY_STAGES[2:]:
+            rss.stage = stage
             figures["stages"][stage] = _timed(lambda s=stage: run_stage(spark, bcfg, s, run_date, inputs))
         figures["daily_run_s"] = time.perf_counter() - wall - figures["train_s"]
-    figures["peak_rss_driver_mb"] = rss.peak_driver / 2**20
-    figures["peak_rss_workers_mb"] = rss.peak_workers / 2**20
+    daily = DAILY_STAGES  # the peaks of the daily run; the small training run is set-up
+    figures["peak_rss_driver_mb"] = rss.peak("driver", daily) / 2**20
+    figures["peak_rss_workers_mb"] = rss.peak("workers", daily) / 2**20
+    figures["peak_rss_mb_by_stage"] = {st: {k: round(v / 2**20) for k, v in parts.items()}
+                                       for st, parts in rss.by_stage.items()}
     embed_stage = figures["stages"]["embed"]
     figures["tasks_embedded_per_s"] = embed_stage["rows"] / embed_stage["seconds"]
     _print(figures)
@@ -154,3 +170,6 @@ def _print(f: dict) -> None:
               f"{emb['seconds']:.1f}s is Spark: read, shuffle, Arrow transfer, Delta write")
     print(f"  peak RSS: driver (python+JVM) {f['peak_rss_driver_mb']:,.0f} MB, "
           f"python workers {f['peak_rss_workers_mb']:,.0f} MB")
+    for stage, p in f.get("peak_rss_mb_by_stage", {}).items():
+        print(f"    {stage:28s} driver {p['driver']:>6,} MB (its peaks: python {p['python']:>6,}, JVM {p['jvm']:>6,}); "
+              f"workers {p['workers']:>6,} MB")
