@@ -58,13 +58,14 @@ class InputReport:
     row_faults: list[RowFault] = field(default_factory=list)  # quarantined by a run
     ignored_columns: list[str] = field(default_factory=list)
     used_columns: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # not fatal, worth saying
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def lines(self) -> list[str]:
-        out = list(self.problems)
+        out = list(self.problems) + list(self.notes)
         for f in self.row_faults:
             out.append(f"{self.path}: column '{f.column}': {f.count} rows {f.reason} (first rows: "
                        f"{', '.join(map(str, f.first_rows))}) -> quarantined by a run")
@@ -252,6 +253,8 @@ def validate_inputs(cfg: Config, interactions: Path, features: Path | None, *, r
                 count_row_faults(cfg, r, interactions)
             except (OSError, pa.ArrowInvalid) as e:
                 r.problems.append(f"{interactions}: unreadable: {e}")
+            except delta_log.DeltaLogError as e:  # e.g. deletion vectors: only Spark reads it right
+                r.notes.append(f"row checks skipped ({e}); a run still quarantines faulty rows")
         reports.append(r)
     if features is not None:
         if not features.exists():

@@ -69,3 +69,18 @@ def test_a_gap_in_the_log_or_a_newer_protocol_is_refused(spark, tmp_path):
         snap.parquet_files()
     with pytest.raises(delta_log.DeltaLogError, match="no readable _delta_log"):
         delta_log.snapshot(tmp_path / "nothing")
+
+
+def test_input_checks_skip_row_counts_on_a_delta_table_only_spark_can_read(spark, tmp_path):
+    from pipelines import contract
+    from tests.conftest import make_config
+
+    path = tmp_path / "interactions"
+    (spark.range(20).select(F.col("id").cast("string").alias("user_id"), F.lit(7).alias("item_id"),
+                            F.timestamp_seconds(F.lit(1_790_000_000) + F.col("id")).alias("event_timestamp"),
+                            (F.col("id") % 2).alias("label"))
+     .write.format("delta").save(str(path)))
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    [report] = contract.validate_inputs(make_config(tmp_path), path, None)
+    assert report.ok, report.problems
+    assert any("row checks skipped" in line and "minReaderVersion" in line for line in report.lines())
