@@ -210,17 +210,37 @@ def _run_dir(cfg) -> Path:
     return d
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a live pid, from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]  # fields 3 and 22 of stat(5)
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
 def _pid(cfg, name: str) -> int | None:
+    """The service's pid while it runs, else None.
+
+    The pid file holds "pid starttime": a pid whose process started at another time is a
+    reused pid, not ours. (Matching "airflow" in /proc/PID/cmdline instead was racy: the
+    api-server rewrites its process title with setproctitle, and a read mid-rewrite saw no
+    "airflow", so a live api-server was taken for dead and relaunched.)
+    """
     f = _run_dir(cfg) / f"{name}.pid"
     if not f.exists():
         return None
-    pid = int(f.read_text())
-    try:
-        os.kill(pid, 0)
+    parts = f.read_text().split()
+    pid = int(parts[0])
+    stat = _proc_stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):  # gone, or a zombie not yet reaped
+        return None
+    if len(parts) > 1:
+        return pid if stat[1] == parts[1] else None
+    try:  # a pid file without start time (older metaemb): the command line must be Airflow's
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (ProcessLookupError, FileNotFoundError):
         return None
-    # A stale pid file whose pid now belongs to some other program: not ours to signal.
     return pid if "airflow" in cmdline else None
 
 
@@ -251,7 +271,8 @@ def _launch(cfg, name: str, cmd: list[str], env: dict[str, str]) -> None:
     with open(logs / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(wiring.PROJECT_ROOT))
-    (_run_dir(cfg) / f"{name}.pid").write_text(str(proc.pid))
+    stat = _proc_stat(proc.pid)
+    (_run_dir(cfg) / f"{name}.pid").write_text(f"{proc.pid} {stat[1] if stat else ''}".strip())
 
 
 def _log_tail(cfg, name: str, lines: int = 15) -> str:

@@ -43,3 +43,22 @@ def test_deployment_settings_win_and_api_port(tmp_path):
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8123/execution/"
     assert env["AIRFLOW__API__PORT"] == "8123"
     assert airflow_env._db_label(env) == "postgresql+psycopg2://db:5432/airflow"
+
+
+def test_service_pid_is_recognised_by_start_time_not_by_its_title(tmp_path):
+    """A live service whose process title says nothing of Airflow (the api-server rewrites its
+    title) is still running; a pid file naming a process of another start time is stale."""
+    cfg = config_mod.load(write_config(tmp_path / "m.toml", project_raw(tmp_path)))
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    airflow_env._launch(cfg, "scheduler", sleeper, env={"PATH": "/usr/bin"})
+    pid = airflow_env._pid(cfg, "scheduler")
+    try:
+        assert pid is not None and "airflow" not in Path(f"/proc/{pid}/cmdline").read_text()
+        pidfile = airflow_env._run_dir(cfg) / "scheduler.pid"
+        started = pidfile.read_text().split()[1]
+        pidfile.write_text(f"{pid} {int(started) + 1}")  # same pid, another process
+        assert airflow_env._pid(cfg, "scheduler") is None
+        pidfile.write_text(f"{pid} {started}")
+    finally:
+        airflow_env.stop(cfg, quiet=True, timeout=5)
+    assert airflow_env._pid(cfg, "scheduler") is None
