@@ -543,7 +543,8 @@ def write_partition(cfg: Config, spark, run_date: date, method: str | None = Non
     else:
         raise ValueError(f"unknown publish method {method!r}")
     seconds = time.perf_counter() - t0
-    log.info("published %s: %s rows in %.2fs via %s into %s", run_date, rows, seconds, method,
+    counted = f"{rows} rows" if rows >= 0 else "rows (not counted: Feast's materialize does not report them)"
+    log.info("published %s: %s in %.2fs via %s into %s", run_date, counted, seconds, method,
              cfg.feast.online_store)
     return WriteResult(rows=rows, seconds=seconds, method=method, interval=(start, end),
                        phases=phases if method == "fast" else None)
