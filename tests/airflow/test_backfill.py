@@ -24,8 +24,8 @@ def test_backfill_create_seven_dates(airflow_project, spark):
     cfg_path = config_for(airflow_project, "backfill")
     cfg = config_mod.load(cfg_path)
     home = cfg.path(cfg.airflow.home)
-    proc = airflow_sh(cfg_path, "backfill", FROM.isoformat(), TO.isoformat(), "--timeout", "2700",
-                      check=False, timeout=3000)
+    proc = airflow_sh(cfg_path, "backfill", FROM.isoformat(), TO.isoformat(), "--timeout", "3600",
+                      check=False, timeout=3900)
     dates = [FROM + dt.timedelta(days=i) for i in range((TO - FROM).days + 1)]
     assert len(dates) >= 7
     reported = dict(re.findall(r"^\s+(\d{4}-\d\d-\d\d): (\w+)$", proc.stdout, re.M))
