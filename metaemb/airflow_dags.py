@@ -30,6 +30,9 @@ JOBS_APP = PROJECT_ROOT / "pipelines" / "jobs.py"
 LOG4J_CONF = PROJECT_ROOT / "deploy" / "log4j2-spark-submit.properties"
 DAILY_DAG_ID = "metaemb_daily"
 RETRAIN_DAG_ID = "metaemb_retrain"
+# pipelines/jobs.py exits with this when the stage failed on its data (an empty day, bad input,
+# a mismatched checkpoint, a blocked gate, a failed check): the task then fails without retries.
+EXIT_NO_RETRY = 3
 # Settings spark-submit takes as its own options (or owns), so they are not passed as --conf.
 SUBMIT_OWNED = ("spark.jars", "spark.driver.memory", "spark.master", "spark.app.name", "spark.submit.deployMode")
 
@@ -74,7 +77,8 @@ def spark_submit_settings(cfg: config_mod.Config) -> dict[str, Any]:
     for key in SUBMIT_OWNED:
         conf.pop(key, None)
     # Spark's INFO chatter would fill the task log line by line: warnings only.
-    conf.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}")
+    java_options = f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} {conf.get('spark.driver.extraJavaOptions', '')}"
+    conf["spark.driver.extraJavaOptions"] = java_options.strip()
     return {"conf": conf, "jars": jars}
 
 

@@ -1,27 +1,30 @@
-"""Airflow for metaemb on one machine: environment, metadata DB, services, backfill.
+"""Airflow for metaemb on one machine: environment, metadata DB, local services, backfill.
 
-    python -m metaemb.airflow_env [--config PATH] COMMAND ...      (scripts/airflow.sh wraps it)
+    metaemb airflow [--config PATH] COMMAND ...      (scripts/airflow.sh is the same command)
 
-    env                      print `export ...` lines (eval "$(scripts/airflow.sh env)")
+    env                      print `export ...` lines (eval "$(metaemb airflow env)")
     init                     airflow db migrate (idempotent) + the [airflow] pool
     dags-test DATE [DAG]     airflow dags test metaemb_daily DATE (in-process, no services)
-    start | stop | status    api-server + scheduler + dag-processor on free loopback ports
-    backfill FROM TO         airflow backfill create --dag-id metaemb_daily ... ; waits, reports
-                             per-date state (starts the services first if they are not running,
-                             and stops them after in that case)
-    airflow ARGS...          any airflow command in this environment
+    start | stop | status    `airflow standalone` (api-server, scheduler, dag-processor,
+                             triggerer) on a free loopback port, in the background
+    backfill FROM TO         a backfill of exactly [FROM, TO] through Airflow's REST API; waits
+                             and reports each date's state (starts the local services first when
+                             no api-server answers, and stops them after in that case)
+    ARGS...                  any other airflow command in this environment
 
 Environment (each only when not already set, so a deployment's own settings win):
 AIRFLOW_HOME = [airflow] home (var/airflow), DAGs folder = dags/, no examples, LocalExecutor,
 SQLite metadata under AIRFLOW_HOME (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN selects e.g.
 Postgres; the URL and its password come from the environment, never from the config file),
 the Spark connection AIRFLOW_CONN_<[airflow] spark_conn_id> with [spark] master, the venv's
-bin/ on PATH (spark-submit), METAEMB_CONFIG.
+bin/ on PATH (spark-submit), METAEMB_CONFIG. A deployment's api-server is found through
+AIRFLOW__API__BASE_URL (token: $METAEMB_AIRFLOW_TOKEN).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -32,14 +35,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 from metaemb import airflow_dags as wiring
 from metaemb import config as config_mod
 
-SERVICES = ("api-server", "scheduler", "dag-processor")
 LOCKED = ("database is locked", "could not obtain lock", "lock timeout")
+COMPONENTS = ("scheduler", "dag_processor", "triggerer")
+SUBCOMMANDS = ("env", "init", "dags-test", "start", "stop", "status", "backfill")
 
 
 class AirflowEnvError(RuntimeError):
@@ -202,7 +210,7 @@ def dags_test(cfg: config_mod.Config, date: str, dag_id: str = wiring.DAILY_DAG_
     return rc
 
 
-# --- services -----------------------------------------------------------------------------
+# --- local services: `airflow standalone` ---------------------------------------------------
 
 def _run_dir(cfg) -> Path:
     d = home(cfg) / "run"
@@ -210,253 +218,205 @@ def _run_dir(cfg) -> Path:
     return d
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) of a live pid, from /proc/PID/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], fields[19]  # fields 3 and 22 of stat(5)
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
+def _log_file(cfg) -> Path:
+    return home(cfg) / "logs" / "standalone.log"
 
 
-def _pid(cfg, name: str) -> int | None:
-    """The service's pid while it runs, else None.
+def standalone_pid(cfg) -> int | None:
+    """The pid of the `airflow standalone` that start() launched, while it runs.
 
-    The pid file holds "pid starttime": a pid whose process started at another time is a
-    reused pid, not ours. (Matching "airflow" in /proc/PID/cmdline instead was racy: the
-    api-server rewrites its process title with setproctitle, and a read mid-rewrite saw no
-    "airflow", so a live api-server was taken for dead and relaunched.)
+    The pid file holds "pid create_time": a reused pid belongs to a process created at
+    another time, so it is not taken for ours.
     """
-    f = _run_dir(cfg) / f"{name}.pid"
+    f = _run_dir(cfg) / "standalone.pid"
     if not f.exists():
         return None
-    parts = f.read_text().split()
-    pid = int(parts[0])
-    stat = _proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):  # gone, or a zombie not yet reaped
-        return None
-    if len(parts) > 1:
-        return pid if stat[1] == parts[1] else None
-    try:  # a pid file without start time (older metaemb): the command line must be Airflow's
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (ProcessLookupError, FileNotFoundError):
-        return None
-    return pid if "airflow" in cmdline else None
-
-
-def running(cfg) -> dict[str, int | None]:
-    return {name: _pid(cfg, name) for name in SERVICES}
-
-
-def _health(port: int) -> dict | None:
+    pid, created = f.read_text().split()
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as r:
-            return json.loads(r.read())
-    except Exception:
+        proc = psutil.Process(int(pid))
+        alive = proc.status() != psutil.STATUS_ZOMBIE and f"{proc.create_time():.2f}" == created
+    except psutil.NoSuchProcess:
         return None
+    return int(pid) if alive else None
 
 
-def _service_commands(port: int) -> dict[str, list[str]]:
-    exe = str(Path(sys.executable).parent / "airflow")
-    return {
-        "api-server": [exe, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        "scheduler": [exe, "scheduler"],
-        "dag-processor": [exe, "dag-processor"],
-    }
-
-
-def _launch(cfg, name: str, cmd: list[str], env: dict[str, str]) -> None:
-    logs = home(cfg) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+def _launch(cfg, env: dict[str, str]) -> int:
+    _log_file(cfg).parent.mkdir(parents=True, exist_ok=True)
+    with open(_log_file(cfg), "ab") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(wiring.PROJECT_ROOT))
-    stat = _proc_stat(proc.pid)
-    (_run_dir(cfg) / f"{name}.pid").write_text(f"{proc.pid} {stat[1] if stat else ''}".strip())
+    created = psutil.Process(proc.pid).create_time()
+    (_run_dir(cfg) / "standalone.pid").write_text(f"{proc.pid} {created:.2f}")
+    return proc.pid
 
 
-def _log_tail(cfg, name: str, lines: int = 15) -> str:
-    f = home(cfg) / "logs" / f"{name}.log"
+def _log_tail(cfg, lines: int = 20) -> str:
+    f = _log_file(cfg)
     return "\n".join(f.read_text(errors="replace").splitlines()[-lines:]) if f.exists() else "(no log)"
 
 
-def revive(cfg, env: dict[str, str], port: int, restarts: dict[str, int], names=SERVICES,
-           max_restarts: int = 2) -> list[str]:
-    """Relaunch those of `names` (services already launched) that have exited, each at most
-    max_restarts times; returns their names.
+def health(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
 
-    Three Airflow processes starting on one SQLite file can trip over each other's writes
-    ("database is locked") and exit; a second start then succeeds.
+
+def unhealthy(h: dict | None) -> list[str]:
+    """The Airflow components the health answer does not call healthy (all of them when None)."""
+    if h is None:
+        return ["api-server"]
+    return [name for name in ("metadatabase", *COMPONENTS) if (h.get(name) or {}).get("status") != "healthy"]
+
+
+def start(cfg: config_mod.Config, timeout: float = 240.0, attempts: int = 2) -> int:
+    """`airflow standalone` in the background on a free loopback port; returns the port.
+
+    Its components start together on one metadata DB; on SQLite one of them can lose a
+    write race at start and exit, and a second start then succeeds.
     """
-    dead = [n for n in names if _pid(cfg, n) is None]
-    for name in dead:
-        if restarts.get(name, 0) >= max_restarts:
-            stop(cfg, quiet=True)
-            raise AirflowEnvError(f"{name} exited {restarts[name] + 1} times; last lines of "
-                                  f"{home(cfg) / 'logs' / (name + '.log')}:\n{_log_tail(cfg, name)}")
-        restarts[name] = restarts.get(name, 0) + 1
-        print(f"[airflow] {name} exited; restarting it ({restarts[name]}/{max_restarts}). Its log ends:\n"
-              f"{_log_tail(cfg, name, 5)}", flush=True)
-        time.sleep(2.0)
-        _launch(cfg, name, _service_commands(port)[name], env)
-    return dead
-
-
-def start(cfg: config_mod.Config, timeout: float = 180.0) -> int:
-    """Start api-server, then scheduler, then dag-processor (each in its own process group)."""
-    if all(running(cfg).values()):
-        port = _recorded_port(home(cfg))
-        print(f"[airflow] already running (api-server 127.0.0.1:{port})")
+    port = _recorded_port(home(cfg))
+    if standalone_pid(cfg) and port and not unhealthy(health(f"http://127.0.0.1:{port}")):
+        print(f"[airflow] already running (api-server http://127.0.0.1:{port})")
         return port
     stop(cfg, quiet=True)
-    port = free_port()
-    (_run_dir(cfg) / "api-server.port").write_text(str(port))
-    env = airflow_env(cfg, api_port=port)
-    # The scheduler's log server (default 8793, every interface): a free port of its own.
-    env.setdefault("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", str(free_port()))
-    init(cfg, env)
-    commands = _service_commands(port)
-    restarts: dict[str, int] = {}
-    deadline = time.monotonic() + timeout
-    # One at a time, the api-server first (the others talk to it): fewer concurrent SQLite writers.
-    for i, name in enumerate(SERVICES):
-        _launch(cfg, name, commands[name], env)
-        settle = time.monotonic() + (0 if name == "api-server" else 3.0)
-        while time.monotonic() < deadline:
-            revive(cfg, env, port, restarts, names=SERVICES[: i + 1])
-            h = _health(port)
-            if h and h.get("metadatabase", {}).get("status") == "healthy" and time.monotonic() >= settle:
-                break
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        (_run_dir(cfg) / "api-server.port").write_text(str(port))
+        env = airflow_env(cfg, api_port=port)
+        # The worker's and the triggerer's log servers listen on every interface by default.
+        env.setdefault("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", str(free_port()))
+        env.setdefault("AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT", str(free_port()))
+        init(cfg, env)
+        _launch(cfg, env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and standalone_pid(cfg):
+            if not unhealthy(health(f"http://127.0.0.1:{port}")):
+                print(f"[airflow] airflow standalone: api-server http://127.0.0.1:{port}, scheduler, "
+                      f"dag-processor, triggerer (log {_log_file(cfg)})", flush=True)
+                return port
             time.sleep(1.0)
-        else:
-            stop(cfg, quiet=True)
-            raise AirflowEnvError(f"api-server did not answer on 127.0.0.1:{port} within {timeout:.0f}s; "
-                                  f"see {home(cfg) / 'logs'}")
-    print(f"[airflow] api-server http://127.0.0.1:{port}, scheduler, dag-processor running "
-          f"(logs {home(cfg) / 'logs'})", flush=True)
-    return port
+        why = "exited" if not standalone_pid(cfg) else f"not healthy after {timeout:.0f}s"
+        stop(cfg, quiet=True)
+        print(f"[airflow] airflow standalone {why} (attempt {attempt}/{attempts}); its log ends:\n"
+              f"{_log_tail(cfg, 8)}", flush=True)
+    raise AirflowEnvError(f"airflow standalone did not become healthy; see {_log_file(cfg)}:\n{_log_tail(cfg)}")
 
 
 def stop(cfg: config_mod.Config, quiet: bool = False, timeout: float = 30.0) -> None:
-    """SIGTERM each service's process group (the ones start() made), SIGKILL after timeout."""
-    for name in reversed(SERVICES):
-        pid = _pid(cfg, name)
-        pidfile = _run_dir(cfg) / f"{name}.pid"
-        if pid is None:
-            pidfile.unlink(missing_ok=True)
-            continue
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        pidfile.unlink(missing_ok=True)
+    """SIGINT to `airflow standalone` (it stops its components), then SIGTERM and SIGKILL to
+    whatever of its process tree is left."""
+    pid = standalone_pid(cfg)
+    if pid is not None:
+        tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        os.kill(pid, signal.SIGINT)
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
+        for signal_them in (psutil.Process.terminate, psutil.Process.kill):
+            for proc in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    signal_them(proc)
+            _, alive = psutil.wait_procs(alive, timeout=10)
         if not quiet:
-            print(f"[airflow] {name} stopped (pid {pid})", flush=True)
+            print(f"[airflow] airflow standalone stopped (pid {pid})", flush=True)
+    (_run_dir(cfg) / "standalone.pid").unlink(missing_ok=True)
     (_run_dir(cfg) / "api-server.port").unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie of another parent still answers kill(0): look at its state.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 def status(cfg) -> int:
-    state = running(cfg)
     port = _recorded_port(home(cfg))
-    for name, pid in state.items():
-        print(f"{name}: {'running (pid %d)' % pid if pid else 'not running'}")
-    if port:
-        print(f"api-server health: {_health(port)}")
-    return 0 if all(state.values()) else 3
+    pid = standalone_pid(cfg)
+    print(f"airflow standalone: {'running (pid %d)' % pid if pid else 'not running'}")
+    if pid and port:
+        h = health(f"http://127.0.0.1:{port}")
+        print(f"api-server http://127.0.0.1:{port}: " + (", ".join(unhealthy(h)) + " unhealthy" if unhealthy(h)
+                                                         else "all components healthy"))
+    return 0 if pid else 3
 
 
-# --- backfill -----------------------------------------------------------------------------
+# --- REST API -------------------------------------------------------------------------------
 
-def _orm(env: dict[str, str]):
-    """Import Airflow's ORM in this process, configured by env (only once per process)."""
-    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
-        raise AirflowEnvError("Airflow is already imported with another AIRFLOW_HOME in this process")
-    os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW", "METAEMB"))})
-    from airflow.models.backfill import Backfill
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
+class Api:
+    """The few calls of Airflow's REST API (/api/v2) that a backfill needs."""
 
-    return Backfill, DagRun, TaskInstance, create_session
+    def __init__(self, url: str, token: str | None):
+        self.url, self.token = url.rstrip("/"), token
+
+    @classmethod
+    def connect(cls, url: str, cfg: config_mod.Config) -> "Api":
+        token = os.environ.get("METAEMB_AIRFLOW_TOKEN") or cls._token(url, home(cfg))
+        return cls(url, token)
+
+    @staticmethod
+    def _token(url: str, h: Path) -> str | None:
+        """A JWT from the simple auth manager: the local standalone's generated admin password."""
+        passwords = h / "simple_auth_manager_passwords.json.generated"
+        if not passwords.exists():
+            return None
+        user, password = next(iter(json.loads(passwords.read_text()).items()))
+        req = urllib.request.Request(f"{url}/auth/token", method="POST",
+                                     data=json.dumps({"username": user, "password": password}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())["access_token"]
+
+    def call(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
+             attempts: int = 10) -> dict:
+        """One request; retried while the metadata DB is locked or the server is briefly away."""
+        url = f"{self.url}/api/v2{path}" + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in range(attempts):
+            req = urllib.request.Request(url, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return json.loads(r.read() or b"{}")
+            except urllib.error.HTTPError as e:
+                detail = e.read().decode(errors="replace")
+                retriable = e.code >= 500 or any(s in detail.lower() for s in LOCKED)
+                if not retriable or attempt + 1 == attempts:
+                    raise AirflowEnvError(f"{method} {path}: HTTP {e.code}: {detail[:2000]}") from None
+            except OSError as e:
+                if attempt + 1 == attempts:
+                    raise AirflowEnvError(f"{method} {path}: {e}") from None
+            time.sleep(3.0)
+        raise AssertionError("unreachable")
 
 
-def _expected_dates(from_date: dt.date, to_date: dt.date) -> list[dt.date]:
-    return [from_date + dt.timedelta(days=i) for i in range((to_date - from_date).days + 1)]
+# --- backfill -------------------------------------------------------------------------------
+
+def _api_url(cfg: config_mod.Config) -> str | None:
+    """An answering api-server: the deployment's (AIRFLOW__API__BASE_URL), else the local one."""
+    port = _recorded_port(home(cfg))
+    for url in (os.environ.get("AIRFLOW__API__BASE_URL"), port and f"http://127.0.0.1:{port}"):
+        if url and health(url.rstrip("/")) is not None:
+            return url.rstrip("/")
+    return None
+
+
+def _midnight(d: dt.date) -> str:
+    return f"{d.isoformat()}T00:00:00Z"
 
 
 def backfill(cfg: config_mod.Config, from_date: dt.date, to_date: dt.date, *, dag_id: str = wiring.DAILY_DAG_ID,
              timeout: float = 3600.0, reprocess: str = "completed") -> dict[str, str]:
-    """`airflow backfill create` for [from, to], wait for every run, return {date: state}."""
-    started_here = not all(running(cfg).values())
-    port = start(cfg) if started_here else _recorded_port(home(cfg))
-    env = airflow_env(cfg, api_port=port)
+    """Backfill exactly [from, to] (one run at a time), wait for every run; {date: state}."""
+    url = _api_url(cfg)
+    started_here = url is None
+    if started_here:
+        url = f"http://127.0.0.1:{start(cfg)}"
     t0 = time.perf_counter()
     try:
-        Backfill, DagRun, TaskInstance, create_session = _orm(env)
-        from sqlalchemy import func, select
-
-        # The dag-processor must have serialized the DAG before a backfill can be created.
-        args = ["backfill", "create", "--dag-id", dag_id, "--from-date", from_date.isoformat(),
-                "--to-date", to_date.isoformat(), "--reprocess-behavior", reprocess,
-                "--max-active-runs", "1"]  # one date at a time: they rewrite the same Delta tables
-        # The scheduler starts no run of a paused DAG, backfill runs included: unpause for the
-        # backfill, pause again after if it was paused.
-        was_paused = _set_paused(cfg, env, dag_id, False)
-        deadline = time.monotonic() + 180
-        backfill_id = None
-        while backfill_id is None:
-            before = _latest_backfill_id(create_session, Backfill, dag_id)
-            proc = airflow(cfg, *args, env=env, check=False, capture=True)
-            out = (proc.stdout or "") + (proc.stderr or "")
-            backfill_id = _latest_backfill_id(create_session, Backfill, dag_id)
-            if proc.returncode == 0 and backfill_id != before:
-                break
-            low = out.lower()
-            if backfill_id != before and any(s in low for s in LOCKED):
-                # Created, then a lock error: keep it only if all its runs exist, else drop it.
-                n = _count_runs(create_session, DagRun, backfill_id, func, select)
-                if n == len(_expected_dates(from_date, to_date)):
-                    break
-                _drop_backfill(create_session, Backfill, DagRun, backfill_id)
-            backfill_id = None
-            retriable = any(s in low for s in LOCKED) or "could not find dag" in low or "not found" in low
-            if not retriable or time.monotonic() > deadline:
-                raise AirflowEnvError(f"airflow {' '.join(args)} failed (exit {proc.returncode}):\n{out[-3000:]}")
-            why = "metadata DB locked" if any(s in low for s in LOCKED) else "DAG not parsed yet"
-            print(f"[airflow] backfill create: {why}; retrying", flush=True)
-            time.sleep(3.0)
-        print(f"[airflow] backfill {backfill_id} created for {dag_id} {from_date}..{to_date}", flush=True)
-        restarts: dict[str, int] = {}
-        states = _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout,
-                                watchdog=lambda: revive(cfg, env, port, restarts))
-        if was_paused:
-            _set_paused(cfg, env, dag_id, True)
+        api = Api.connect(url, cfg)
+        was_paused = _set_paused(api, dag_id, False)
+        try:
+            states = _run_backfill(api, dag_id, from_date, to_date, reprocess, timeout)
+        finally:
+            if was_paused:
+                _set_paused(api, dag_id, True)
     finally:
         if started_here:
             stop(cfg)
@@ -469,94 +429,81 @@ def backfill(cfg: config_mod.Config, from_date: dt.date, to_date: dt.date, *, da
     return states
 
 
-def _set_paused(cfg, env, dag_id: str, paused: bool, timeout: float = 180.0) -> bool:
-    """Pause/unpause (waiting for the dag-processor to register the DAG); returns the old state."""
-    from sqlalchemy import select
+def _set_paused(api: Api, dag_id: str, paused: bool, timeout: float = 180.0) -> bool:
+    """Pause/unpause (waiting for the dag-processor to register the DAG); returns the old state.
 
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-
+    The scheduler runs no run of a paused DAG, backfill runs included.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        with create_session() as s:
-            was = s.scalar(select(DagModel.is_paused).where(DagModel.dag_id == dag_id))
-        if was is not None:
+        try:
+            was = api.call("GET", f"/dags/{dag_id}", attempts=1)["is_paused"]
             break
-        if time.monotonic() > deadline:
-            raise AirflowEnvError(f"DAG {dag_id} not registered after {timeout:.0f}s (see dag-processor.log)")
-        time.sleep(2.0)
+        except AirflowEnvError as e:
+            if time.monotonic() > deadline:
+                raise AirflowEnvError(f"DAG {dag_id} not registered after {timeout:.0f}s: {e}") from None
+            time.sleep(2.0)
     if was != paused:
-        _with_lock_retry(lambda: airflow(cfg, "dags", "pause" if paused else "unpause", dag_id, env=env,
-                                         capture=True), "dags pause/unpause")
+        api.call("PATCH", f"/dags/{dag_id}", {"is_paused": paused})
         print(f"[airflow] {dag_id} {'paused' if paused else 'unpaused'}", flush=True)
     return bool(was)
 
 
-def _latest_backfill_id(create_session, Backfill, dag_id: str):
-    from sqlalchemy import func, select
-
-    with create_session() as s:
-        return s.scalar(select(func.max(Backfill.id)).where(Backfill.dag_id == dag_id))
-
-
-def _count_runs(create_session, DagRun, backfill_id, func, select) -> int:
-    with create_session() as s:
-        return s.scalar(select(func.count()).select_from(DagRun).where(DagRun.backfill_id == backfill_id)) or 0
-
-
-def _drop_backfill(create_session, Backfill, DagRun, backfill_id) -> None:
-    from sqlalchemy import delete
-
-    from airflow.models.backfill import BackfillDagRun
-
-    with create_session() as s:
-        s.execute(delete(BackfillDagRun).where(BackfillDagRun.backfill_id == backfill_id))
-        s.execute(delete(DagRun).where(DagRun.backfill_id == backfill_id))
-        s.execute(delete(Backfill).where(Backfill.id == backfill_id))
-
-
-def _wait_backfill(create_session, Backfill, DagRun, backfill_id, timeout: float,
-                   watchdog=lambda: None) -> dict[str, str]:
-    """Poll until the backfill is complete; {date: run state, or why no run was made}.
-
-    watchdog() runs every poll (it relaunches a service that died, so a crashed scheduler
-    does not leave the backfill waiting out its timeout)."""
-    from sqlalchemy import select
-
-    from airflow.models.backfill import BackfillDagRun
-
+def _run_backfill(api: Api, dag_id: str, from_date: dt.date, to_date: dt.date, reprocess: str,
+                  timeout: float) -> dict[str, str]:
+    body = {"dag_id": dag_id, "from_date": _midnight(from_date), "to_date": _midnight(to_date),
+            "reprocess_behavior": reprocess,
+            "max_active_runs": 1}  # one date at a time: they rewrite the same Delta tables
+    dates = [r["logical_date"][:10] for r in api.call("POST", "/backfills/dry_run", body)["backfills"]]
+    created = dt.datetime.now(dt.timezone.utc)
+    backfill_id = api.call("POST", "/backfills", body)["id"]
+    print(f"[airflow] backfill {backfill_id} created for {dag_id}: {len(dates)} date(s) "
+          f"{', '.join(dates)}", flush=True)
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        watchdog()
-        try:
-            with create_session() as s:
-                done = s.scalar(select(Backfill.completed_at).where(Backfill.id == backfill_id))
-                rows = s.execute(
-                    select(BackfillDagRun.logical_date, BackfillDagRun.exception_reason, DagRun.state)
-                    .outerjoin(DagRun, DagRun.id == BackfillDagRun.dag_run_id)
-                    .where(BackfillDagRun.backfill_id == backfill_id)
-                    .order_by(BackfillDagRun.sort_ordinal)).all()
-        except Exception as e:  # noqa: BLE001 - a locked SQLite read: try again
-            if any(x in str(e).lower() for x in LOCKED):
-                time.sleep(2.0)
-                continue
-            raise
-        states = {}
-        for logical_date, reason, state in rows:
-            key = logical_date.date().isoformat() if logical_date else "?"
-            states[key] = str(getattr(state, "value", state)) if state is not None else \
-                f"not-run({str(getattr(reason, 'value', reason)).replace(' ', '-')})"
+        done = api.call("GET", f"/backfills/{backfill_id}").get("completed_at")
+        runs = _runs(api, dag_id, from_date, to_date)
+        states = {d: runs.get(d, {}).get("state", "not-created") for d in dates}
         summary = ", ".join(f"{k}={v}" for k, v in sorted(_counts(states).items()))
         if summary != last:
-            print(f"[airflow] backfill {backfill_id}: {summary or 'no runs yet'}", flush=True)
+            print(f"[airflow] backfill {backfill_id}: {summary}", flush=True)
             last = summary
-        terminal = all(v in ("success", "failed") or v.startswith("not-run") for v in states.values())
-        if done is not None and terminal:
-            return states
+        if done and all(s in ("success", "failed") for s in states.values()):
+            break
         if time.monotonic() > deadline:
             raise AirflowEnvError(f"backfill {backfill_id} not complete after {timeout:.0f}s: {states}")
-        time.sleep(3.0)
+        time.sleep(5.0)
+    for day, state in states.items():
+        if state == "failed":
+            print(f"[airflow] {day} failed: {_failed_tasks(api, dag_id, runs[day]['dag_run_id'])}", flush=True)
+    _report_other_runs(api, dag_id, created, dates)
+    return states
+
+
+def _runs(api: Api, dag_id: str, from_date: dt.date, to_date: dt.date) -> dict[str, dict]:
+    """This DAG's backfill runs with a logical date in [from, to], by date."""
+    query = {"run_type": "backfill", "logical_date_gte": _midnight(from_date),
+             "logical_date_lte": _midnight(to_date), "limit": 100}
+    runs = api.call("GET", f"/dags/{dag_id}/dagRuns", query=query)["dag_runs"]
+    return {r["logical_date"][:10]: r for r in runs if r.get("logical_date")}
+
+
+def _failed_tasks(api: Api, dag_id: str, run_id: str) -> str:
+    tis = api.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances")
+    failed = [f"{t['task_id']} (try {t.get('try_number')}, {t['state']})"
+              for t in tis["task_instances"] if t["state"] in ("failed", "upstream_failed")]
+    return ", ".join(failed) + "; task logs under $AIRFLOW_HOME/logs/dag_id=" + dag_id
+
+
+def _report_other_runs(api: Api, dag_id: str, since: dt.datetime, dates: list[str]) -> None:
+    """Say so when the scheduler ran anything besides the backfill meanwhile (a live schedule)."""
+    runs = api.call("GET", f"/dags/{dag_id}/dagRuns", query={"run_after_gte": since.isoformat(), "limit": 100})
+    others = [r["dag_run_id"] for r in runs["dag_runs"] if r["run_type"] != "backfill"]
+    if others:
+        print(f"[airflow] note: while the DAG was unpaused for the backfill its schedule also ran "
+              f"{', '.join(others)} (not part of {', '.join(dates)}); set [airflow] end_date to keep "
+              f"the scheduler to dates your data covers", flush=True)
 
 
 def _counts(states: dict[str, str]) -> dict[str, int]:
@@ -568,8 +515,8 @@ def _counts(states: dict[str, str]) -> dict[str, int]:
 
 # --- command line -------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/airflow.sh", description=__doc__,
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metaemb airflow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="metaemb TOML config (default: $METAEMB_CONFIG / ./metaemb.toml)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -578,23 +525,33 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("dags-test", help="airflow dags test DAG DATE, in-process")
     t.add_argument("date")
     t.add_argument("dag_id", nargs="?", default=wiring.DAILY_DAG_ID)
-    sub.add_parser("start", help="start api-server, scheduler, dag-processor on loopback")
-    sub.add_parser("stop", help="stop them")
-    sub.add_parser("status", help="are they running")
-    b = sub.add_parser("backfill", help="airflow backfill create FROM..TO, wait, report per date")
+    sub.add_parser("start", help="start `airflow standalone` on a free loopback port")
+    sub.add_parser("stop", help="stop it")
+    sub.add_parser("status", help="is it running, are its components healthy")
+    b = sub.add_parser("backfill", help="backfill exactly FROM..TO, wait, report per date")
     b.add_argument("from_date", type=dt.date.fromisoformat)
     b.add_argument("to_date", type=dt.date.fromisoformat)
     b.add_argument("--dag-id", default=wiring.DAILY_DAG_ID)
     b.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for completion")
     b.add_argument("--reprocess-behavior", default="completed", choices=("none", "failed", "completed"),
                    help="dates that already ran: rerun all (completed, the default), failed only, or none")
-    a = sub.add_parser("airflow", help="run any airflow command in this environment")
-    a.add_argument("args", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
-    cfg = config_mod.load(args.config)
-    if args.config:
-        cfg_path = str(Path(args.config).resolve())
-        os.environ["METAEMB_CONFIG"] = cfg_path
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = None
+    if argv[:1] == ["--config"] and len(argv) > 1:
+        config, argv = argv[1], argv[2:]
+    elif argv[:1] and argv[0].startswith("--config="):
+        config, argv = argv[0].split("=", 1)[1], argv[1:]
+    if argv and argv[0] == "airflow":  # the older spelling: `airflow.sh airflow ARGS`
+        argv = argv[1:]
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        cfg = _load(config)
+        return airflow(cfg, *argv, check=False).returncode  # any airflow command, this environment
+    args = parser().parse_args((["--config", config] if config else []) + argv)
+    cfg = _load(args.config)
     try:
         if args.cmd == "env":
             env = airflow_env(cfg)
@@ -615,18 +572,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "status":
             return status(cfg)
-        if args.cmd == "backfill":
-            # On SIGTERM still stop the services this command started (the finally in backfill()).
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-            states = backfill(cfg, args.from_date, args.to_date, dag_id=args.dag_id, timeout=args.timeout,
-                              reprocess=args.reprocess_behavior)
-            return 0 if states and all(s == "success" for s in states.values()) else 1
-        if args.cmd == "airflow":
-            return airflow(cfg, *args.args, check=False).returncode
+        # backfill: on SIGTERM still stop the services this command started (backfill's finally).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        states = backfill(cfg, args.from_date, args.to_date, dag_id=args.dag_id, timeout=args.timeout,
+                          reprocess=args.reprocess_behavior)
+        return 0 if states and all(s == "success" for s in states.values()) else 1
     except AirflowEnvError as e:
         print(f"[airflow] error: {e}", file=sys.stderr)
         return 1
-    return 2
+
+
+def _load(config: str | None) -> config_mod.Config:
+    if config:
+        os.environ["METAEMB_CONFIG"] = str(Path(config).resolve())
+    return config_mod.load(config)
 
 
 if __name__ == "__main__":

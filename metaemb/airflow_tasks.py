@@ -5,14 +5,31 @@ Imported by dags/*.py only (it imports Airflow); settings come from metaemb.airf
 
 from __future__ import annotations
 
+import re
+
+from airflow.exceptions import AirflowException, AirflowFailException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from metaemb import config as config_mod
-from metaemb.airflow_dags import JOBS_APP, config_file, spark_submit_settings
+from metaemb.airflow_dags import EXIT_NO_RETRY, JOBS_APP, config_file, spark_submit_settings
 
 
 class MetaembSparkSubmitOperator(SparkSubmitOperator):
-    """The provider's SparkSubmitOperator; conf and --jars come from the config on the worker."""
+    """The provider's SparkSubmitOperator; conf and --jars come from the config on the worker.
+
+    A stage that failed on its data (exit EXIT_NO_RETRY) fails the task at once: a retry
+    would fail the same way and hold a backfill up for the whole retry budget.
+    """
+
+    def execute(self, context) -> None:
+        try:
+            super().execute(context)
+        except AirflowException as e:
+            if re.search(rf"Error code is: {EXIT_NO_RETRY}\b", str(e)):
+                raise AirflowFailException(
+                    f"{self.task_id} failed on its data (exit {EXIT_NO_RETRY}, the error is in the log "
+                    "above); not retried: fix the input or config, then clear the task") from e
+            raise
 
     def render_template_fields(self, context, jinja_env=None) -> None:
         cfg = config_mod.load((self.env_vars or {}).get("METAEMB_CONFIG"))

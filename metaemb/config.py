@@ -116,6 +116,10 @@ class SparkConfig:
     shuffle_partitions: int = 8
     task_cpus: int = 1
     jars_dir: str = ".jars"
+    # Extra JVM options of the driver (local mode: the whole job). "-XX:TieredStopAtLevel=1"
+    # (no C2 JIT) halves a small day's stage on 2 cores: a short-lived JVM spends its CPU in
+    # C2 compilation. Leave it empty for big days, whose long stages gain from C2.
+    driver_java_options: str = ""
     # GPU executors (cluster only): amount per executor / task, discovery script.
     executor_gpus: int = 0
     task_gpus: float = 0.0

@@ -56,6 +56,13 @@ def collect(cfg: Config) -> list[dict]:
     return days
 
 
+def publish_state(pub: dict) -> str:
+    """published | blocked | "written; online serves D" (a day older than the one online)."""
+    if pub["status"] == "skipped" and pub["message"].startswith("written; online serves"):
+        return pub["message"].split(":", 1)[0]
+    return pub["status"]
+
+
 def _num(x):
     return None if x is None or pd.isna(x) else round(float(x), 4)
 
@@ -97,7 +104,7 @@ def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = 
     for d in days:
         rows = " ".join(f"{s}={n:,}" for s, n in d["rows"].items())
         pub = d["publish"] or {}
-        gate = (f" publish={pub['status']} drift={pub['mean_drift']} norm={pub['mean_norm']} ratio={pub['row_ratio']}"
+        gate = (f" publish={publish_state(pub)} drift={pub['mean_drift']} norm={pub['mean_norm']} ratio={pub['row_ratio']}"
                 if pub else " publish=none")
         progress(f"{d['run_date']}  {'+'.join(d['stages']):36s} {rows}  model={d['model']}{gate}")
     when = next((d["publish"]["logged_at"] for d in published if d["run_date"] == latest), None)

@@ -182,6 +182,11 @@ def day_interval(run_date: date) -> tuple[datetime, datetime]:
     return end - timedelta(days=1) + timedelta(microseconds=1), end
 
 
+def served_day(materialized_end: datetime) -> date:
+    """The run_date whose rows an interval ending materialized_end made current (inverse of day_interval)."""
+    return (materialized_end - timedelta(days=1)).date()
+
+
 def read_partition(cfg: Config, spark, run_date: date):
     """The run_date partition of meta_embeddings as an Arrow table (driver side).
 

@@ -22,6 +22,16 @@ from metaemb import config as config_mod  # noqa: E402
 from pipelines.daily import STAGES, TRAIN, describe, run_stage  # noqa: E402
 from pipelines.labeled import resolve_inputs  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
+from metaemb.airflow_dags import EXIT_NO_RETRY  # noqa: E402
+from models import CheckpointError  # noqa: E402
+from pipelines.contract import InputError  # noqa: E402
+from pipelines.daily import CheckError  # noqa: E402
+from pipelines.embed import ModelMismatchError  # noqa: E402
+from pipelines.labeled import EmptyDayError  # noqa: E402
+from pipelines.publish import GateError  # noqa: E402
+
+# Failures a retry cannot mend: the same input gives the same error.
+DATA_ERRORS = (InputError, EmptyDayError, CheckpointError, ModelMismatchError, GateError, CheckError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_mod.load(args.config)
-    inputs = resolve_inputs(cfg)
-    spark = get_spark(cfg, app_name=f"metaemb-{args.stage}-{args.date}")
-    result = run_stage(spark, cfg, args.stage, args.date, inputs, model_version=args.model_version,
-                       allow_empty_day=args.allow_empty_day)
+    try:
+        inputs = resolve_inputs(cfg)
+        spark = get_spark(cfg, app_name=f"metaemb-{args.stage}-{args.date}")
+        result = run_stage(spark, cfg, args.stage, args.date, inputs, model_version=args.model_version,
+                           allow_empty_day=args.allow_empty_day)
+    except DATA_ERRORS as e:
+        logging.getLogger("metaemb.jobs").error("%s on %s failed on its data (%s): %s", args.stage, args.date,
+                                                type(e).__name__, e)
+        return EXIT_NO_RETRY
     print(f"[{args.date}] {args.stage}: {describe(result)}", flush=True)
     return 0
 

@@ -63,6 +63,17 @@ def completed_dates(cfg: Config, stage: str) -> set[dt.date]:
     return set(log.loc[log["stage"] == stage, "run_date"])
 
 
+def stage_detail(cfg: Config, stage: str, run_date: dt.date) -> str:
+    """The detail of the stage's latest stage_log record for run_date ("" when none)."""
+    from pipelines.contract import read_table as read_delta_files
+
+    if not table_exists(cfg, tables.STAGE_LOG):
+        return ""
+    log = read_delta_files(cfg.table_path(tables.STAGE_LOG), ["stage", "run_date", "detail", "completed_at"]).to_pandas()
+    log = log[(log["stage"] == stage) & (log["run_date"] == run_date)].sort_values("completed_at")
+    return str(log["detail"].iloc[-1]) if len(log) else ""
+
+
 class Timer:
     def __enter__(self):
         self.start = time.perf_counter()

@@ -144,6 +144,49 @@ def previous_published(cfg: Config, spark, run_date: date) -> tuple[date, int] |
     return (row[0]["run_date"], row[0]["rows"]) if row else None
 
 
+def written_not_served(served: date) -> str:
+    """How publish_log, check and status say that a day went to Delta but not online."""
+    return f"written; online serves {served}"
+
+
+@dataclass
+class Outcome:
+    """What publishing left online for a run_date: the day the online store serves now."""
+    run_date: date
+    status: str  # the latest publish_log status of run_date: published | skipped
+    served_date: date
+
+    def describe(self) -> str:
+        if self.served_date == self.run_date:
+            return f"published; online serves {self.run_date}"
+        return written_not_served(self.served_date)
+
+
+def latest_outcome(cfg: Config, spark, run_date: date, store=None) -> Outcome | None:
+    """The run_date's latest publish_log status and the day the online store serves now.
+
+    None when publish never ran for run_date. A blocked or never-pushed day raises
+    PublishError: check has nothing consistent to verify then.
+    """
+    from pyspark.sql import functions as F
+
+    df = publish_log(cfg, spark)
+    rows = [] if df is None else (df.where(F.col("run_date") == F.lit(run_date))
+                                  .orderBy(F.col("logged_at").desc()).select("status", "message").limit(1).collect())
+    if not rows:
+        return None
+    status = rows[0]["status"]
+    if status == "blocked":
+        raise feast_store.PublishError(f"publish of {run_date} was blocked by the gate: {rows[0]['message']}")
+    newest = feast_store.latest_materialized(store or feast_store.feature_store(cfg))
+    served = feast_store.served_day(newest) if newest is not None else None
+    if served is None or served < run_date:
+        raise feast_store.PublishError(
+            f"publish_log says {status} for {run_date}, but the online store serves "
+            f"{served or 'nothing'}: rerun the publish stage for {run_date}")
+    return Outcome(run_date, status, served)
+
+
 # ---------------------------------------------------------------------------- gate
 
 
@@ -243,8 +286,8 @@ def publish(cfg: Config, spark, run_date: date, *, method: str | None = None,
     start, end = feast_store.day_interval(run_date)
     newest = feast_store.latest_materialized(store)
     if newest is not None and newest > end:
-        msg = (f"run_date {run_date} not pushed online: the online store already serves a newer "
-               f"day (materialized up to {newest.isoformat()})")
+        msg = (f"{written_not_served(feast_store.served_day(newest))}: {run_date} not pushed online, "
+               f"the online store already serves a newer day (materialized up to {newest.isoformat()})")
         log.warning("%s", msg)
         log_publish(cfg, spark, run_date, status="skipped", method=method, rows=0,
                     seconds=time.perf_counter() - t0, gate=gate, message=msg)

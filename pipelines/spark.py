@@ -52,6 +52,8 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.pyspark.driver.python": sys.executable,
         "spark.executorEnv.PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
     }
+    if cfg.spark.driver_java_options:
+        conf["spark.driver.extraJavaOptions"] = cfg.spark.driver_java_options
     if cfg.spark.executor_gpus > 0:
         conf.update({
             "spark.executor.resource.gpu.amount": str(cfg.spark.executor_gpus),

@@ -64,10 +64,11 @@ def project_raw(root: Path, **sections) -> dict[str, dict]:
         "feast": {"repo_path": str(PROJECT_ROOT / "feature_repo"),
                   "sqlite_path": str(root / "feast" / "online.db"),
                   "registry_path": str(root / "feast" / "registry.db")},
-        "airflow": {"home": str(root / "airflow"), "start_date": "2026-10-01", "end_date": "2026-10-31", "retries": 0,
+        "airflow": {"home": str(root / "airflow"), "start_date": "2026-10-01", "end_date": END_DATE.isoformat(), "retries": 0,
                     "retry_delay_minutes": 0.1},
+        # Each stage is its own short spark-submit here: no C2 JIT (see [spark] driver_java_options).
         "spark": {"jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 2, "master": "local[2]",
-                  "driver_memory": "1g"},
+                  "driver_memory": "1g", "driver_java_options": "-XX:TieredStopAtLevel=1"},
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)

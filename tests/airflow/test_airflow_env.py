@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from af_helpers import PROJECT_ROOT, project_raw, write_config
@@ -45,20 +46,31 @@ def test_deployment_settings_win_and_api_port(tmp_path):
     assert airflow_env._db_label(env) == "postgresql+psycopg2://db:5432/airflow"
 
 
-def test_service_pid_is_recognised_by_start_time_not_by_its_title(tmp_path):
-    """A live service whose process title says nothing of Airflow (the api-server rewrites its
-    title) is still running; a pid file naming a process of another start time is stale."""
+def test_standalone_pid_is_recognised_by_create_time_and_stopped_with_its_children(tmp_path):
+    """The pid file names the process by pid and create time: a reused pid is not ours. stop()
+    interrupts the process and ends whatever it started that is still alive after."""
+    import subprocess
+
+    import psutil
+
     cfg = config_mod.load(write_config(tmp_path / "m.toml", project_raw(tmp_path)))
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    airflow_env._launch(cfg, "scheduler", sleeper, env={"PATH": "/usr/bin"})
-    pid = airflow_env._pid(cfg, "scheduler")
-    try:
-        assert pid is not None and "airflow" not in Path(f"/proc/{pid}/cmdline").read_text()
-        pidfile = airflow_env._run_dir(cfg) / "scheduler.pid"
-        started = pidfile.read_text().split()[1]
-        pidfile.write_text(f"{pid} {int(started) + 1}")  # same pid, another process
-        assert airflow_env._pid(cfg, "scheduler") is None
-        pidfile.write_text(f"{pid} {started}")
-    finally:
-        airflow_env.stop(cfg, quiet=True, timeout=5)
-    assert airflow_env._pid(cfg, "scheduler") is None
+    # Stands in for `airflow standalone`: a parent that ignores SIGINT, with a child.
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    pidfile = airflow_env._run_dir(cfg) / "standalone.pid"
+    created = psutil.Process(proc.pid).create_time()
+    pidfile.write_text(f"{proc.pid} {created + 1:.2f}")  # same pid, another process
+    assert airflow_env.standalone_pid(cfg) is None
+    pidfile.write_text(f"{proc.pid} {created:.2f}")
+    assert airflow_env.standalone_pid(cfg) == proc.pid
+    for _ in range(50):
+        children = psutil.Process(proc.pid).children()
+        if children:
+            break
+        time.sleep(0.1)
+    assert children
+    airflow_env.stop(cfg, quiet=True, timeout=2)
+    proc.wait(timeout=10)
+    assert airflow_env.standalone_pid(cfg) is None and not pidfile.exists()
+    assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE
