@@ -142,9 +142,12 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
         table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files) if files else None
     else:
         table = pads.dataset(path, format="parquet").to_table(columns=columns)
-    target = pa.schema([read_schema(path).field(c) for c in columns])
+    schema = read_schema(path)
     if table is None:
-        return target.empty_table()
+        return pa.schema([schema.field(c) for c in columns]).empty_table()
+    # Types the schema cannot name (nested Delta types) stay as stored.
+    target = pa.schema([table.schema.field(c) if pa.types.is_null(schema.field(c).type) else schema.field(c)
+                        for c in columns])
     # safe=False: sub-microsecond digits are dropped, as Spark's conversion drops them.
     return table.cast(target, safe=False)
 
