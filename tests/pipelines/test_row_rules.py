@@ -189,3 +189,17 @@ def test_validate_a_file_without_features_needs_no_feature_file(tmp_path, capsys
     # Without --interactions the config's inputs are checked, features included.
     assert main(["--config", str(config), "validate"]) == 2
     assert "not_there.parquet: file not found" in capsys.readouterr().err
+
+
+def test_spark_and_arrow_evaluators_agree_on_every_row_of_the_file(spark, tmp_path):
+    """No window: the future rule fires too (against the end of 2026-10-04, 10-05 and 2099 are future)."""
+    path = write_parquet_pandas_default(tmp_path)
+    cfg = make_config(tmp_path, data={"context_columns": ["ctx_0"]})
+    scope = C.row_scope(cfg, ["ctx_0"], C.read_schema(path), dt.date(2026, 10, 4))
+    scope = C.RowScope(scope.keys, scope.context, scope.order, scope.run_date, dates=None)
+    _, checked, reasons = C.row_reasons(path, scope)
+    arrow = dict(zip(checked.tolist(), reasons.tolist()))
+    rows = labeled.read_input(spark, path).withColumn("_fault", C.fault_reason(labeled.SparkRows(), scope))
+    assert {r.row_no: r._fault for r in rows.select("row_no", "_fault").collect()} == arrow
+    assert arrow[20] == arrow[21] == C.FUTURE and arrow[23] == C.DUPLICATE
+    assert {n: r for n, r in arrow.items() if n in IN_WINDOW} == IN_WINDOW
