@@ -49,8 +49,11 @@ def cmd_validate(args, cfg) -> int:
     from pipelines.contract import validate_inputs
 
     inter = cfg.path(args.interactions or cfg.data.interactions)
-    feats_value = args.features if args.features is not None else cfg.data.entity_features
-    reports = validate_inputs(cfg, inter, cfg.path(feats_value) if feats_value else None)
+    # The config's feature file goes with the config's interactions, not with a file named here.
+    feats_value = args.features if args.features is not None else \
+        ("" if args.interactions else cfg.data.entity_features)
+    reports = validate_inputs(cfg, inter, cfg.path(feats_value) if feats_value else None,
+                              run_date=args.date, window_days=args.window_days)
     ok = True
     for r in reports:
         for line in r.lines():
@@ -205,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Exit 0 when usable (row faults are listed with counts: a run quarantines "
                                    "them); exit 2 with one line per problem when not.")
     _input_args(p)
+    p.add_argument("--date", type=_date, help="check the rows the run for this date checks: the event dates of "
+                                              "its window (later rows are a later run's); default: every row, "
+                                              "'future' meaning after today (UTC)")
+    p.add_argument("--window-days", type=int, help="the window with --date (default: [pipeline] window_days)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="one daily run (the same code the Airflow DAG runs)",

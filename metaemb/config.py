@@ -6,7 +6,10 @@ values are errors that name the key, because a typo in a daily job's config must
 not silently fall back to a default.
 
 Resolution order: `--config PATH` > `$METAEMB_CONFIG` > `./metaemb.toml` > defaults.
-Relative paths in the file are relative to the file's own folder.
+Relative paths in the file are relative to the file's own folder, except the paths that
+belong to the installation (INSTALL_PATHS: the jar folder, the GPU discovery script, the
+Feast repo): those resolve from the project folder, so a config kept elsewhere
+(`/etc/metaemb/prod.toml`) still finds them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 CONFIG_ENV = "METAEMB_CONFIG"
 DEFAULT_CONFIG_NAME = "metaemb.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Shipped with the code, not with the data: a relative value means "in the project folder".
+INSTALL_PATHS = (("spark", "jars_dir"), ("spark", "gpu_discovery_script"), ("feast", "repo_path"))
 
 
 class ConfigError(ValueError):
@@ -270,8 +275,17 @@ def from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: str | Pa
             if key not in hints:
                 raise ConfigError(f"{source}: unknown key [{section}] {key}; known: {sorted(hints)}")
             setattr(target, key, _coerce(section, key, value, hints[key], source))
+    _anchor_install_paths(cfg)
     _validate(cfg)
     return cfg
+
+
+def _anchor_install_paths(cfg: Config) -> None:
+    """Make INSTALL_PATHS absolute against the project, whatever folder the config file is in."""
+    for section, key in INSTALL_PATHS:
+        target = getattr(cfg, section)
+        value = Path(getattr(target, key)).expanduser()
+        setattr(target, key, str(value if value.is_absolute() else PROJECT_ROOT / value))
 
 
 def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:

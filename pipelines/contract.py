@@ -4,34 +4,44 @@ Two kinds of fault:
 - schema faults (missing column, wrong type, unreadable file, timestamp without time zone):
   fatal; reported before any Spark work, one line each naming file and column;
 - row faults (null key, label outside {0, 1}, NaN/inf, duplicate or future events): the
-  daily run quarantines those rows (pipelines/labeled.py applies the same rules in Spark)
-  and reports the counts.
+  daily run quarantines those rows and reports the counts.
+
+The row-fault rules are defined once, in ROW_RULES: a reason, in precedence order (a row gets
+the first reason that matches), and a predicate written against a small set of row
+operations. ArrowRows evaluates them here (`metaemb validate`, no Spark); pipelines/labeled.py
+evaluates the very same predicates as Spark Columns. One clock: "future" means at or after
+the end of the run date (00:00 UTC the next day). One tie-break: of duplicate events, the
+first in ascending order of the row's other columns (file order; nulls first, NaN after
+every number, as Spark sorts) is kept.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from metaemb.config import Config
 from pipelines import delta_log
 
 ITEM_ID, EVENT_TS, LABEL, FEATURE_TS = "item_id", "event_timestamp", "label", "feature_timestamp"
 
-# Row-fault reasons, shared with the Spark quarantine in pipelines/labeled.py.
+# Row-fault reasons (the quarantine table's `reason`); precedence: ROW_RULES.
 NULL_KEY = "null_task_key"
 BAD_TIMESTAMP = "null_timestamp"
 BAD_LABEL = "label_not_0_1"
 NON_FINITE = "nan_or_inf_context"
 DUPLICATE = "duplicate_event"
 FUTURE = "future_timestamp"
-ROW_FAULTS = (NULL_KEY, BAD_TIMESTAMP, BAD_LABEL, NON_FINITE, DUPLICATE, FUTURE)
 
 
 class InputError(ValueError):
@@ -93,26 +103,53 @@ def _delta_schema(path: Path) -> pa.Schema:
                        else pa.null()) for f in fields])
 
 
-def read_schema(path: Path) -> pa.Schema:
+# As Spark reads CSV: only an empty field is null ("NaN" is a float, "NA" a string).
+CSV_CONVERT = pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True)
+
+
+def file_schema(path: Path) -> pa.Schema:
+    """The schema as stored (read_schema: as the pipeline reads it)."""
     fmt = input_format(path)
     if fmt == "delta":
         return _delta_schema(path)
     if fmt == "csv":
-        return pacsv.open_csv(path).schema
+        return pacsv.open_csv(path, convert_options=CSV_CONVERT).schema
     return pads.dataset(path, format="parquet").schema
 
 
+def nanosecond_columns(schema: pa.Schema) -> list[str]:
+    """Timestamp columns in nanoseconds (pandas' default), which Spark does not read as timestamps."""
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+
+
+def _as_read(schema: pa.Schema) -> pa.Schema:
+    """The schema the pipeline works with: nanosecond timestamps become microseconds (as in Spark)."""
+    return pa.schema([f.with_type(pa.timestamp("us", f.type.tz)) if f.name in nanosecond_columns(schema) else f
+                      for f in schema])
+
+
+def read_schema(path: Path) -> pa.Schema:
+    return _as_read(file_schema(path))
+
+
 def read_table(path: Path, columns: list[str]) -> pa.Table:
+    """The columns as the pipeline sees them: typed as read_schema says (ns -> us, Delta's types)."""
     fmt = input_format(path)
     if fmt == "csv":
-        return pacsv.read_csv(path).select(columns)
-    if fmt == "delta":
-        import pyarrow.parquet as pq
-
+        table = pacsv.read_csv(path, convert_options=CSV_CONVERT).select(columns)
+    elif fmt == "delta":
         files = delta_log.snapshot(path).parquet_files()
-        return pa.concat_tables(pq.read_table(f, columns=columns) for f in files) if files else \
-            read_schema(path).empty_table().select(columns)
-    return pads.dataset(path, format="parquet").to_table(columns=columns)
+        table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files) if files else None
+    else:
+        table = pads.dataset(path, format="parquet").to_table(columns=columns)
+    schema = read_schema(path)
+    if table is None:
+        return pa.schema([schema.field(c) for c in columns]).empty_table()
+    # Types the schema cannot name (nested Delta types) stay as stored.
+    target = pa.schema([table.schema.field(c) if pa.types.is_null(schema.field(c).type) else schema.field(c)
+                        for c in columns])
+    # safe=False: sub-microsecond digits are dropped, as Spark's conversion drops them.
+    return table.cast(target, safe=False)
 
 
 def _kind(t: pa.DataType) -> str:
@@ -126,6 +163,8 @@ def _kind(t: pa.DataType) -> str:
         return "string"
     if pa.types.is_timestamp(t):
         return "timestamp" if t.tz else "timestamp_naive"
+    if pa.types.is_date(t):
+        return "date"
     return str(t)
 
 
@@ -141,11 +180,7 @@ def _missing(report: InputReport, schema: pa.Schema, column: str, role: str) -> 
 
 def _expect(report: InputReport, schema: pa.Schema, column: str, allowed: set[str], what: str) -> None:
     kind = _kind(schema.field(column).type)
-    if kind.startswith("timestamp") and schema.field(column).type.unit == "ns":
-        report.problems.append(f"{report.path}: column '{column}': nanosecond timestamps "
-                               f"({schema.field(column).type}) cannot be read by Spark; write micro- or "
-                               "milliseconds, e.g. pandas to_parquet(..., coerce_timestamps='us')")
-    elif kind == "timestamp_naive" and "timestamp" in allowed:
+    if kind == "timestamp_naive" and "timestamp" in allowed:
         report.problems.append(f"{report.path}: column '{column}': timestamp without time zone "
                                f"({schema.field(column).type}); write UTC timestamps (tz-aware, or ISO-8601 with 'Z')")
     elif kind not in allowed:
@@ -205,44 +240,219 @@ def check_features_schema(cfg: Config, path: Path) -> InputReport:
     return report
 
 
-def _first(mask: np.ndarray, n: int = 5) -> list[int]:
-    return np.flatnonzero(mask)[:n].tolist()
+# --- row faults: one table of rules, two evaluators ----------------------------------------
+
+@dataclass(frozen=True)
+class RowScope:
+    """What the row rules need besides the rows: the columns, the run date and its window."""
+
+    keys: tuple[str, ...]
+    context: tuple[str, ...]
+    order: tuple[str, ...]  # tie-break among duplicates (order_columns)
+    run_date: dt.date
+    dates: tuple[dt.date, ...] | None = None  # event dates checked; None = every row of the input
+
+    @property
+    def clock(self) -> dt.datetime:
+        """The end of the run date: an event at or after it is in the future."""
+        return dt.datetime.combine(self.run_date + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+
+    @property
+    def event_key(self) -> tuple[str, ...]:
+        return (*self.keys, ITEM_ID, EVENT_TS)
 
 
-def count_row_faults(cfg: Config, report: InputReport, path: Path, now: np.datetime64 | None = None) -> None:
-    """Count the rows a run would quarantine (reads the needed columns only)."""
+@dataclass(frozen=True)
+class RowRule:
+    """One row fault: its reason, the columns it reads, and its predicate.
+
+    `matches(rows, scope, clean)` is written once against the row operations that ArrowRows
+    (here) and SparkRows (pipelines/labeled.py) both provide; `clean` marks the rows no
+    earlier rule matched.
+    """
+
+    reason: str
+    columns: Callable[[RowScope], tuple[str, ...]]
+    matches: Callable[[Any, RowScope, Any], Any]
+
+
+# In precedence order: a row is quarantined with the first reason that matches. Duplicates
+# are looked for among the rows that pass every other rule, so a faulty copy never causes
+# its clean twin to be dropped.
+ROW_RULES = (
+    RowRule(NULL_KEY, lambda s: s.keys, lambda rows, s, clean: rows.any_null(s.keys)),
+    RowRule(BAD_TIMESTAMP, lambda s: (EVENT_TS,), lambda rows, s, clean: rows.any_null((EVENT_TS,))),
+    RowRule(BAD_LABEL, lambda s: (LABEL,), lambda rows, s, clean: ~rows.one_of(LABEL, (0.0, 1.0))),
+    RowRule(NON_FINITE, lambda s: s.context, lambda rows, s, clean: rows.any_non_finite(s.context)),
+    RowRule(FUTURE, lambda s: (EVENT_TS,), lambda rows, s, clean: rows.at_or_after(EVENT_TS, s.clock)),
+    RowRule(DUPLICATE, lambda s: s.event_key,
+            lambda rows, s, clean: rows.repeated(s.event_key, s.order, among=clean)),
+)
+ROW_FAULTS = tuple(r.reason for r in ROW_RULES)
+
+
+def in_scope(rows, scope: RowScope):
+    """The rows a run for scope.run_date looks at: its window's event dates, and every row
+    without a timestamp (no date to place it in). None: every row."""
+    if scope.dates is None:
+        return None
+    return rows.any_null((EVENT_TS,)) | rows.dated_in(EVENT_TS, scope.dates)
+
+
+def fault_reason(rows, scope: RowScope):
+    """Per row, the reason of the first rule that matches, or null: in `rows`' own terms."""
+    hits = []
+    for rule in ROW_RULES:
+        hits.append((rule.reason, rule.matches(rows, scope, rows.none_of([h for _, h in hits]))))
+    return rows.first_reason(hits)
+
+
+def window_dates(run_date: dt.date, days: int) -> list[dt.date]:
+    return [run_date - dt.timedelta(days=i) for i in range(days - 1, -1, -1)]
+
+
+ORDERABLE = {"bool", "int", "float", "string", "timestamp", "timestamp_naive", "date"}
+
+
+def order_columns(schema: pa.Schema, keys: list[str]) -> tuple[str, ...]:
+    """The tie-break for duplicates: every other column that sorts the same way in Arrow and
+    Spark (numbers, booleans, strings, dates, timestamps), in file order."""
+    event_key = {*keys, ITEM_ID, EVENT_TS}
+    return tuple(f.name for f in schema if f.name not in event_key and _kind(f.type) in ORDERABLE)
+
+
+class ArrowRows:
+    """The row operations over an Arrow table: each returns a numpy bool array (no nulls)."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def _mask(self, values) -> np.ndarray:
+        return pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(bool)
+
+    def _floats(self, column: str):
+        return pc.cast(self.table[column], pa.float64())
+
+    def _any(self, masks) -> np.ndarray:
+        out = np.zeros(self.table.num_rows, bool)
+        for m in masks:
+            out |= m
+        return out
+
+    def any_null(self, columns) -> np.ndarray:
+        return self._any(self._mask(pc.is_null(self.table[c])) for c in columns)
+
+    def one_of(self, column: str, values) -> np.ndarray:
+        return self._mask(pc.is_in(self._floats(column), value_set=pa.array(values, pa.float64())))
+
+    def any_non_finite(self, columns) -> np.ndarray:
+        return self._any(~self._mask(pc.is_finite(self._floats(c))) for c in columns)  # null: not finite
+
+    def at_or_after(self, column: str, instant: dt.datetime) -> np.ndarray:
+        ts = self.table[column]
+        return self._mask(pc.greater_equal(ts, pa.scalar(instant, type=ts.type)))
+
+    def dated_in(self, column: str, dates) -> np.ndarray:
+        ts = self.table[column]
+        per_day = {"s": 86400, "ms": 86400_000, "us": 86400_000_000, "ns": 86400_000_000_000}[ts.type.unit]
+        epoch = dt.date(1970, 1, 1)
+        # The UTC date, as Spark's to_date with the session in UTC.
+        day = pc.fill_null(pc.cast(ts, pa.int64()), 0).to_numpy() // per_day
+        return np.isin(day, [(d - epoch).days for d in dates]) & ~self.any_null((column,))
+
+    def repeated(self, key, order, among: np.ndarray) -> np.ndarray:
+        """Rows of `among` whose key an earlier row of `among` has, in the order of `order`."""
+        idx = np.flatnonzero(among)
+        out = np.zeros(self.table.num_rows, bool)
+        if len(idx) < 2:
+            return out
+        sub = self.table.select([*key, *order]).take(idx)
+        sort_cols, sort_keys = {}, []
+        for c in key:
+            sort_cols[c] = sub[c]
+            sort_keys.append((c, "ascending"))
+        for i, c in enumerate(order):
+            # Spark's ascending order: null, then values, then NaN.
+            rank = np.where(self._mask(pc.is_null(sub[c])), 0, 1).astype(np.int8)
+            if pa.types.is_floating(sub[c].type):
+                rank[self._mask(pc.is_nan(sub[c]))] = 2
+            sort_cols[f"_rank{i}"], sort_cols[f"_value{i}"] = pa.array(rank), sub[c]
+            sort_keys += [(f"_rank{i}", "ascending"), (f"_value{i}", "ascending")]
+        sorted_pos = pc.sort_indices(pa.table(sort_cols), sort_keys=sort_keys).to_numpy()  # stable
+        keys_sorted = sub.select(list(key)).take(sorted_pos)
+        same = np.ones(len(idx) - 1, bool)
+        for c in key:
+            a, b = keys_sorted[c].slice(1), keys_sorted[c].slice(0, len(idx) - 1)
+            both_null = self._mask(pc.and_(pc.is_null(a), pc.is_null(b)))
+            same &= self._mask(pc.equal(a, b)) | both_null
+        out[idx[sorted_pos[1:][same]]] = True
+        return out
+
+    def none_of(self, masks) -> np.ndarray:
+        return ~self._any(masks)
+
+    def first_reason(self, hits) -> np.ndarray:
+        out = np.full(self.table.num_rows, None, dtype=object)
+        for reason, mask in hits:
+            out[mask & np.equal(out, None)] = reason
+        return out
+
+
+def row_scope(cfg: Config, context: list[str], schema: pa.Schema, run_date: dt.date | None = None,
+              window_days: int | None = None) -> RowScope:
+    """The scope `validate` checks: without a run date, every row with today's end (UTC) as the
+    clock; with one, the window a first run for that date computes (its window_days days)."""
     keys = list(cfg.data.task_key)
-    context = report.used_columns.get("context", [])
-    table = read_table(path, [*keys, ITEM_ID, EVENT_TS, LABEL, *context])
-    report.rows = table.num_rows
-    if table.num_rows == 0:
+    dates = None
+    if run_date is not None:
+        dates = tuple(window_dates(run_date, window_days or cfg.pipeline.window_days))
+    return RowScope(tuple(keys), tuple(context), order_columns(schema, keys),
+                    run_date or dt.datetime.now(dt.timezone.utc).date(), dates)
+
+
+def row_reasons(path: Path, scope: RowScope) -> tuple[int, np.ndarray, np.ndarray]:
+    """(rows in the input, row numbers checked, their fault reason or None), like a run would."""
+    columns = list(dict.fromkeys([*scope.event_key, LABEL, *scope.context, *scope.order]))
+    table = read_table(path, columns)
+    total, checked = table.num_rows, np.arange(table.num_rows)
+    keep = in_scope(ArrowRows(table), scope)
+    if keep is not None:
+        checked = checked[keep]
+        table = table.take(checked)
+    return total, checked, fault_reason(ArrowRows(table), scope)
+
+
+def _first(rows: np.ndarray, n: int = 5) -> list[int]:
+    return rows[:n].tolist()
+
+
+def count_row_faults(cfg: Config, report: InputReport, path: Path, run_date: dt.date | None = None,
+                     window_days: int | None = None) -> None:
+    """Count the rows a run would quarantine, by reason (reads the columns the rules need)."""
+    scope = row_scope(cfg, report.used_columns.get("context", []), read_schema(path), run_date, window_days)
+    total, checked, reasons = row_reasons(path, scope)
+    report.rows = total
+    if total == 0:
         report.problems.append(f"{path}: 0 rows")
         return
-    df = table.to_pandas()
-    checks = []
-    null_key = df[keys].isna().any(axis=1).to_numpy()
-    checks.append((NULL_KEY, ",".join(keys), null_key))
-    ts = df[EVENT_TS]
-    checks.append((BAD_TIMESTAMP, EVENT_TS, ts.isna().to_numpy()))
-    label = df[LABEL].astype("float64")
-    checks.append((BAD_LABEL, LABEL, ~label.isin([0.0, 1.0]).to_numpy()))
-    if context:
-        values = df[context].to_numpy(dtype="float64", na_value=np.nan)
-        checks.append((NON_FINITE, ",".join(context), ~np.isfinite(values).all(axis=1)))
-    checks.append((DUPLICATE, ",".join([*keys, ITEM_ID, EVENT_TS]),
-                   df.duplicated(subset=[*keys, ITEM_ID, EVENT_TS], keep="first").to_numpy()))
-    limit = now if now is not None else np.datetime64("now")
-    checks.append((FUTURE, EVENT_TS, (ts.dt.tz_convert(None) > limit).to_numpy()))
-    for reason, column, mask in checks:
-        if mask.any():
-            report.row_faults.append(RowFault(reason, column, int(mask.sum()), _first(mask)))
-    bad = np.logical_or.reduce([m for _, _, m in checks])
-    if bad.all():
-        report.problems.append(f"{path}: all {len(df)} rows have row faults; nothing usable")
+    if scope.dates is not None:
+        report.notes.append(f"{path}: {len(checked):,} of {total:,} rows in the window of run date "
+                            f"{scope.run_date} ({scope.dates[0]} .. {scope.dates[-1]})")
+    for rule in ROW_RULES:
+        hit = checked[reasons == rule.reason]
+        if len(hit):
+            report.row_faults.append(RowFault(rule.reason, ",".join(rule.columns(scope)), len(hit), _first(hit)))
+    if len(checked) and all(r is not None for r in reasons):
+        report.problems.append(f"{path}: all {len(checked)} rows checked have row faults; nothing usable")
 
 
-def validate_inputs(cfg: Config, interactions: Path, features: Path | None, *, rows: bool = True) -> list[InputReport]:
-    """Check the inputs against the contract; rows=False checks schemas only (cheap)."""
+def validate_inputs(cfg: Config, interactions: Path, features: Path | None, *, rows: bool = True,
+                    run_date: dt.date | None = None, window_days: int | None = None) -> list[InputReport]:
+    """Check the inputs against the contract; rows=False checks schemas only (cheap).
+
+    Row faults are counted over the whole input, or, given run_date, over the window a run
+    for that date computes (window_days, default [pipeline] window_days).
+    """
     reports = []
     if not interactions.exists():
         reports.append(InputReport(str(interactions), problems=[f"{interactions}: file not found (interactions)"]))
@@ -250,7 +460,7 @@ def validate_inputs(cfg: Config, interactions: Path, features: Path | None, *, r
         r = check_interactions_schema(cfg, interactions)
         if rows and r.ok:
             try:
-                count_row_faults(cfg, r, interactions)
+                count_row_faults(cfg, r, interactions, run_date, window_days)
             except (OSError, pa.ArrowInvalid) as e:
                 r.problems.append(f"{interactions}: unreadable: {e}")
             except delta_log.DeltaLogError as e:  # e.g. deletion vectors: only Spark reads it right

@@ -8,13 +8,17 @@ events x snapshots blow-up.
 
 Partitioned by event_date. A run for date D (re)computes D plus any date of its window that
 no earlier run computed, so the first run fills the window and later runs add one day.
-Row-level faults go to the quarantine table with a reason instead of failing the run.
+Row-level faults go to the quarantine table with a reason instead of failing the run: the
+rules of pipelines.contract.ROW_RULES, evaluated here as Spark Columns (SparkRows), the same
+rules `metaemb validate` evaluates with Arrow.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +43,7 @@ class Inputs:
     features: Path | None
     context_columns: tuple[str, ...]
     meta_columns: tuple[str, ...]
+    order_columns: tuple[str, ...] = ()  # tie-break among duplicate events (contract.order_columns)
 
 
 def resolve_inputs(cfg: Config, interactions: str | None = None, features: str | None = None) -> Inputs:
@@ -47,35 +52,76 @@ def resolve_inputs(cfg: Config, interactions: str | None = None, features: str |
     feats_value = features if features is not None else cfg.data.entity_features
     feats = cfg.path(feats_value) if feats_value else None
     context, meta = C.require_valid(cfg, inter, feats)
-    return Inputs(inter, feats, tuple(context), tuple(meta))
+    order = C.order_columns(C.read_schema(inter), list(cfg.data.task_key))
+    return Inputs(inter, feats, tuple(context), tuple(meta), order)
 
 
 def window_dates(cfg: Config, run_date: dt.date) -> list[dt.date]:
-    return [run_date - dt.timedelta(days=i) for i in range(cfg.pipeline.window_days - 1, -1, -1)]
+    return C.window_dates(run_date, cfg.pipeline.window_days)
+
+
+NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+
+
+def read_input(spark: SparkSession, path: Path) -> DataFrame:
+    """An input as the contract reads it: nanosecond timestamps (pandas' default Parquet)
+    arrive as microsecond timestamps, sub-microsecond digits dropped."""
+    nanos = C.nanosecond_columns(C.file_schema(path)) if C.input_format(path) == "parquet" else []
+    if nanos:
+        # Spark refuses TIMESTAMP(NANOS) unless it reads them as longs (ns since the epoch).
+        spark.conf.set(NANOS_AS_LONG, "true")
+    df = lake.read_input(spark, path)
+    for c in nanos:
+        # Integer division: truncates like Arrow's cast ns -> us in the contract's reader.
+        df = df.withColumn(c, F.timestamp_micros(F.expr(f"`{c}` div 1000")))
+    return df
+
+
+class SparkRows:
+    """The row operations contract.ROW_RULES are written against, as Spark Columns (never null)."""
+
+    @staticmethod
+    def _any(masks) -> F.Column:
+        return functools.reduce(operator.or_, masks, F.lit(False))
+
+    def any_null(self, columns) -> F.Column:
+        return self._any(F.col(c).isNull() for c in columns)
+
+    def one_of(self, column: str, values) -> F.Column:
+        return F.coalesce(F.col(column).cast("double").isin(*values), F.lit(False))
+
+    def any_non_finite(self, columns) -> F.Column:
+        def bad(c):
+            v = F.col(c).cast("double")
+            return v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))
+        return self._any(bad(c) for c in columns)
+
+    def at_or_after(self, column: str, instant: dt.datetime) -> F.Column:
+        return F.coalesce(F.col(column) >= F.lit(instant), F.lit(False))
+
+    def dated_in(self, column: str, dates) -> F.Column:
+        return F.coalesce(F.to_date(F.col(column)).isin(list(dates)), F.lit(False))
+
+    def repeated(self, key, order, among: F.Column) -> F.Column:
+        # Ascending, nulls first, NaN after every number: Spark's own order, which ArrowRows copies.
+        ordering = [F.col(c).asc_nulls_first() for c in order] or [F.col(k) for k in key]
+        window = Window.partitionBy(*[F.col(k) for k in key], among).orderBy(*ordering)
+        return among & (F.row_number().over(window) > 1)
+
+    def none_of(self, masks) -> F.Column:
+        return ~self._any(masks)
+
+    def first_reason(self, hits) -> F.Column:
+        reason = F.lit(None).cast("string")
+        for name, hit in reversed(hits):
+            reason = F.when(hit, F.lit(name)).otherwise(reason)
+        return reason
 
 
 def _float_array(columns) -> F.Column:
     if not columns:
         return F.array().cast("array<float>")
     return F.array(*[F.col(c).cast("float") for c in columns])
-
-
-def _fault_reason(keys: list[str], context: tuple[str, ...]) -> F.Column:
-    any_null_key = F.lit(False)
-    for k in keys:
-        any_null_key = any_null_key | F.col(k).isNull()
-    non_finite = F.lit(False)
-    for c in context:
-        v = F.col(c).cast("double")
-        non_finite = non_finite | v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))
-    label = F.col(C.LABEL).cast("double")
-    dup_window = Window.partitionBy(*keys, C.ITEM_ID, C.EVENT_TS).orderBy(F.lit(1))
-    return (F.when(any_null_key, C.NULL_KEY)
-             .when(F.col(C.EVENT_TS).isNull(), C.BAD_TIMESTAMP)
-             .when(label.isNull() | ~label.isin(0.0, 1.0), C.BAD_LABEL)
-             .when(non_finite, C.NON_FINITE)
-             .when(F.col(C.EVENT_TS) > F.current_timestamp(), C.FUTURE)
-             .when(F.row_number().over(dup_window) > 1, C.DUPLICATE))
 
 
 def _as_of_join(cfg: Config, events: DataFrame, features: DataFrame | None, keys: list[str],
@@ -106,13 +152,15 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs,
     """(labeled rows, quarantined rows, the cached checked input to unpersist) for the given event dates."""
     keys = list(cfg.data.task_key)
     lo, hi = min(dates), max(dates)
-    raw = lake.read_input(spark, inputs.interactions)
-    raw = raw.withColumn("event_date", F.to_date(C.EVENT_TS))
-    in_scope = raw.where(F.col("event_date").isin(list(dates)) | F.col(C.EVENT_TS).isNull())
-    checked = in_scope.withColumn("_fault", _fault_reason(keys, inputs.context_columns)).cache()
+    # The run date is the latest date computed: its end is the rules' clock.
+    scope = C.RowScope(tuple(keys), inputs.context_columns, inputs.order_columns, hi, tuple(sorted(dates)))
+    raw = read_input(spark, inputs.interactions)
+    columns = raw.columns
+    in_scope = raw.where(C.in_scope(SparkRows(), scope)).withColumn("event_date", F.to_date(C.EVENT_TS))
+    checked = in_scope.withColumn("_fault", C.fault_reason(SparkRows(), scope)).cache()
     quarantine = checked.where(F.col("_fault").isNotNull()).select(
         F.col("_fault").alias("reason"),
-        F.to_json(F.struct(*[F.col(c) for c in raw.columns if c != "event_date"])).alias("row"),
+        F.to_json(F.struct(*[F.col(c) for c in columns])).alias("row"),
         F.lit(str(inputs.interactions)).alias("source"))
     good = checked.where(F.col("_fault").isNull()).select(
         *[F.col(k).cast("string").alias(k) for k in keys],
@@ -124,7 +172,7 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs,
     if inputs.features is not None and inputs.meta_columns:
         start = dt.datetime.combine(lo, dt.time(), dt.timezone.utc) - dt.timedelta(days=cfg.data.feature_ttl_days)
         end = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
-        features = lake.read_input(spark, inputs.features).where(
+        features = read_input(spark, inputs.features).where(
             (F.col(C.FEATURE_TS) >= F.lit(start)) & (F.col(C.FEATURE_TS) < F.lit(end)))
     return _as_of_join(cfg, good, features, keys, inputs.meta_columns), quarantine, checked
 

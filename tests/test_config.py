@@ -48,3 +48,29 @@ def test_tables_stay_under_storage_root(tmp_path):
     cfg = C.load(write(tmp_path, '[pipeline]\nstorage_root = "lake"\n'))
     with pytest.raises(C.ConfigError, match="outside storage_root"):
         cfg.table_path("../../etc")
+
+
+def test_installation_paths_resolve_from_the_project_not_the_config_folder(tmp_path):
+    """A config kept outside the project (/etc/metaemb/prod.toml) still finds the jars, the
+    GPU discovery script, the Feast repo and the venv's interpreter; its data paths stay its own."""
+    import sys
+
+    from pipelines.feast_store import repo_dir
+    from pipelines.spark import delta_jars, spark_conf
+
+    etc = tmp_path / "etc" / "metaemb"
+    etc.mkdir(parents=True)
+    cfg = C.load(write(etc, '[data]\ninteractions = "in/i.parquet"\n[spark]\nexecutor_gpus = 1\n'))
+    assert cfg.path(cfg.data.interactions) == etc / "in" / "i.parquet"
+    jars = delta_jars(cfg)  # raised "Delta Lake jars not found in <config folder>/.jars" before
+    assert jars and all(j.parent == C.PROJECT_ROOT / ".jars" for j in jars)
+    conf = spark_conf(cfg)
+    assert conf["spark.executor.resource.gpu.discoveryScript"] == str(C.PROJECT_ROOT / "scripts" / "gpu_discovery.sh")
+    assert conf["spark.pyspark.python"] == sys.executable
+    assert repo_dir(cfg) == (C.PROJECT_ROOT / "feature_repo").resolve()
+
+
+def test_absolute_installation_paths_are_kept(tmp_path):
+    cfg = C.load(write(tmp_path, '[spark]\njars_dir = "/opt/metaemb/.jars"\n[feast]\nrepo_path = "/opt/metaemb/fr"\n'))
+    assert cfg.spark.jars_dir == "/opt/metaemb/.jars" and cfg.feast.repo_path == "/opt/metaemb/fr"
+    assert C.from_dict(cfg.to_dict()).spark.jars_dir == "/opt/metaemb/.jars"  # round trip (child processes)

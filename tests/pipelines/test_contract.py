@@ -63,11 +63,13 @@ def test_timestamp_without_time_zone(tmp_path):
     assert "column 'event_timestamp': timestamp without time zone" in msg
 
 
-def test_nanosecond_timestamps_are_refused_with_the_fix(tmp_path):
+def test_nanosecond_timestamps_are_read_as_microseconds(tmp_path):
     path = tmp_path / "ns.parquet"
     pq.write_table(pa.Table.from_pandas(frame()), path)  # pandas' default: nanoseconds
-    with pytest.raises(C.InputError, match="nanosecond timestamps .* coerce_timestamps='us'"):
-        C.require_valid(make_config(tmp_path), path, None)
+    assert C.nanosecond_columns(C.file_schema(path)) == ["event_timestamp"]
+    assert C.require_valid(make_config(tmp_path), path, None) == (["ctx_0"], [])
+    assert C.read_schema(path).field("event_timestamp").type == pa.timestamp("us", "UTC")
+    assert C.read_table(path, ["event_timestamp"])["event_timestamp"].type == pa.timestamp("us", "UTC")
 
 
 def test_unreadable_file(tmp_path):
