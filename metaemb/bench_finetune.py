@@ -5,6 +5,7 @@ Reference task (issue 3): 32 samples, k = 3 steps, meta 64->128->32, global 96->
 
   loop      one task at a time, learn2learn-style (clone θ_meta, k autograd steps, embed)
   vmap      torch.func: grad of a one-task loss, vmapped over a chunk of tasks
+            (both from metaemb.reference_finetune)
   batched   models.finetune_embed: per-task parameter copies, batched matmuls (bmm)
   GEMM      a large fp32 matmul: the rate this machine's BLAS reaches
 
@@ -94,7 +95,8 @@ def timed(fn, device) -> float:
 
 def run(args) -> int:
     from models import Checkpoint, ModelSpec, init_params
-    from models.finetune import finetune_embed, finetune_embed_loop, finetune_embed_vmap, resolve_device
+    from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap
+    from models.finetune import finetune_embed, resolve_device
 
     device = resolve_device(args.device)
     if device.startswith("cuda") and not torch.cuda.is_available():

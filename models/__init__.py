@@ -11,12 +11,11 @@ metrics     AUC
 from .blocks import ModelSpec, init_params, param_shapes
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import NonFiniteEmbeddingError, TaskBatch
-from .finetune import finetune_embed, finetune_embed_loop
+from .finetune import finetune_embed
 from .metrics import auc
 from .train import train
 
 __all__ = [
     "ModelSpec", "TaskBatch", "Checkpoint", "init_params", "param_shapes", "finetune_embed",
-    "finetune_embed_loop", "train", "save_checkpoint", "load_checkpoint", "NonFiniteEmbeddingError",
-    "CheckpointError", "auc",
+    "train", "save_checkpoint", "load_checkpoint", "NonFiniteEmbeddingError", "CheckpointError", "auc",
 ]

@@ -6,8 +6,9 @@ limaml:  inner loop adapts a per-task copy of θ_meta on the support set (n SGD
 maml:    the same, but the whole network is adapted in the inner loop.
 vanilla: the same task batching, no inner loop; the loss is on all samples.
 A warm start (`init`, e.g. limaml from a vanilla checkpoint) just begins from
-those parameters. Outer optimizer: Adam, lr = β · tasks_per_batch / 128 (the
-paper's linear scaling), linear warm-up then cosine decay, grad-norm clip.
+those parameters. Outer optimizer: torch.optim.Adam, lr = β · tasks_per_batch / 128
+(the paper's linear scaling), linear warm-up then cosine decay (torch's LinearLR then
+CosineAnnealingLR), global grad-norm clip (clip_grad_norm_).
 """
 
 from __future__ import annotations
@@ -81,44 +82,15 @@ def evaluate_batch(params: dict, spec: ModelSpec, t: Tensors, c: dict, chunk: in
     return {"loss": float(torch.cat(losses).mean()), "auc": auc(y, sc), "n_tasks": int(sum(len(x) for x in losses))}
 
 
-class Adam:
-    """Plain Adam (Kingma & Ba). Hand-written because torch.optim imports
-    torch._dynamo on first use, which costs 10+ s per process on a small CPU box."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            m.mul_(b1).add_(p.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
-
-
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
-    """Scale all gradients so their global L2 norm is at most max_norm."""
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
-    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale)
-    return float(norm)
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 5% at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.05):
+    """Linear warm-up to the peak lr over `warmup` steps, then cosine decay to
+    `floor` x peak at the last step; step the scheduler after each optimizer step."""
+    peak = opt.param_groups[0]["lr"]
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total - warmup), eta_min=floor * peak)
+    if warmup == 0:
+        return cosine
+    ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[warmup])
 
 
 def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | None = None,
@@ -168,7 +140,11 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
     total = steps_per_epoch * int(c["epochs"])
     warmup = min(int(c["warmup_steps"]), max(1, total // 5))
     peak_lr = float(c["meta_lr"]) * tpb / 128.0
-    opt = Adam(list(params.values()), lr=peak_lr)
+    # The first optimizer built in a process imports torch._dynamo (+5-7 s on a 2-core box
+    # by `python -X importtime`; `import torch.optim` itself is free, torch loads it); only
+    # training processes build one, so fine-tune, publish and the CLI never pay it.
+    opt = torch.optim.Adam(list(params.values()), lr=peak_lr)
+    schedule = warmup_cosine(opt, warmup, total)
     gen = torch.Generator().manual_seed(int(c.get("seed", 0)))
     metrics: dict = {"train_loss": [], "valid": [], "n_train_tasks": T, "peak_lr": peak_lr}
     best = (-1.0, None, -1)
@@ -178,17 +154,16 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
         run_loss = 0.0
         for b in range(steps_per_epoch):
             sub = _trim(t, perm[b * tpb:(b + 1) * tpb])
-            opt.lr = peak_lr * lr_factor(step, warmup, total)
             per_task, _, _ = task_losses(params, spec, sub, c, track=True)
             loss = per_task.mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch} step {step}; "
                                          f"lower meta_lr ({c['meta_lr']}) or task_lr ({c['task_lr']})")
-            for p in params.values():
-                p.grad = None
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            clip_grad_norm(list(params.values()), float(c["grad_clip"]))
+            torch.nn.utils.clip_grad_norm_(params.values(), float(c["grad_clip"]))
             opt.step()
+            schedule.step()
             run_loss += loss.item()
             step += 1
         metrics["train_loss"].append(run_loss / steps_per_epoch)

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import psutil
 import redis
 
 from feastutil import free_port, make_config
@@ -28,7 +29,7 @@ def test_services_script_starts_and_stops_redis_with_password(tmp_path):
         assert started.returncode == 0, started.stderr
         assert SECRET not in started.stdout + started.stderr
         pid = int((tmp_path / "var" / "run" / "redis.pid").read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        cmdline = " ".join(psutil.Process(pid).cmdline())
         assert SECRET not in cmdline and f"127.0.0.1:{port}" in cmdline
         assert redis.Redis(host="127.0.0.1", port=port, password=SECRET).ping()
         try:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from models import Checkpoint, NonFiniteEmbeddingError, TaskBatch, finetune_embed, finetune_embed_loop, init_params
-from models.finetune import finetune_embed_vmap
+from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap
+from models import Checkpoint, NonFiniteEmbeddingError, TaskBatch, finetune_embed, init_params
 
 from models_helpers import random_batch, small_spec
 
@@ -101,7 +101,7 @@ def test_nonfinite_output_is_detected_and_names_tasks():
 def test_finetune_improves_auc_on_planted_preferences():
     from metaemb.config import TrainConfig
     from models import auc, train
-    from models.finetune import score
+    from metaemb.reference_finetune import score
 
     from models_helpers import planted
 

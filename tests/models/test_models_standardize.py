@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from metaemb.config import TrainConfig
-from models import (Checkpoint, TaskBatch, auc, finetune_embed, finetune_embed_loop, init_params, load_checkpoint,
-                    save_checkpoint, train)
-from models.finetune import finetune_embed_vmap, score
+from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap, score
+from models import Checkpoint, TaskBatch, auc, finetune_embed, init_params, load_checkpoint, save_checkpoint, train
 from models_helpers import planted, random_batch, small_spec
 
 SPEC = small_spec(meta_in=4, item_buckets=0)
