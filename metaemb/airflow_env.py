@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 from metaemb import airflow_dags as wiring
-from metaemb import config as config_mod
+from core import config as config_mod
 
 SERVICES = ("api-server", "scheduler", "dag-processor")
 LOCKED = ("database is locked", "could not obtain lock", "lock timeout")

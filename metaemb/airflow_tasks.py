@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from metaemb import config as config_mod
+from core import config as config_mod
 from metaemb.airflow_dags import JOBS_APP, config_file, spark_submit_settings
 
 

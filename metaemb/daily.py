@@ -1,6 +1,8 @@
 """The daily job: the same stage entry points for `metaemb run`, spark-submit and Airflow.
 
-labeled -> samples -> embed -> publish -> check, each idempotent per run date.
+labeled -> samples -> embed -> publish -> check, each idempotent per run date. The stages
+come from two layers (pipelines: Spark jobs; serving: publish and check), so their
+dispatch lives here, in the entry-point layer that may import both.
 """
 
 from __future__ import annotations
@@ -10,20 +12,15 @@ import logging
 import time
 from typing import Callable
 
-import numpy as np
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from metaemb.config import Config
-from pipelines import embed, labeled, lake, samples, tables
+from core.config import Config
+from pipelines import embed, labeled, lake, samples
+from serving.check import check
 
 log = logging.getLogger(__name__)
 STAGES = ("labeled", "samples", "embed", "publish", "check")
 TRAIN = "train"  # the retraining job: labeled + samples for the date, then Algorithm 2a
-
-
-class CheckError(RuntimeError):
-    """The end-of-run check found the published day inconsistent with the Delta tables."""
 
 
 def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
@@ -40,36 +37,6 @@ def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
     return ckpt
 
 
-def check(spark: SparkSession, cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
-    """The day is complete: one embedding per task, all finite, and the online store serves them."""
-    from pipelines.feast_store import lookup
-
-    on_day = lambda name: lake.read_table(spark, cfg, name).where(F.col("run_date") == F.lit(run_date))  # noqa: E731
-    tasks = on_day(tables.TASK_SAMPLES).count()
-    emb = on_day(tables.META_EMBEDDINGS)
-    rows = emb.count()
-    keys = list(cfg.data.task_key)
-    distinct = emb.select(*keys).distinct().count()
-    non_finite = emb.where(F.exists(tables.EMBEDDING, lambda x: F.isnan(x) | (F.abs(x) == float("inf")))).count()
-    problems = []
-    if rows != tasks:
-        problems.append(f"meta_embeddings has {rows} rows for {run_date}, task_samples has {tasks} tasks")
-    if distinct != rows:
-        problems.append(f"meta_embeddings has {rows - distinct} duplicate task keys for {run_date}")
-    if non_finite:
-        problems.append(f"{non_finite} embeddings with NaN/inf for {run_date}")
-    sample = emb.orderBy(*keys).limit(sample_keys).toPandas()
-    if len(sample):
-        online = lookup(cfg, sample[keys].to_dict("records"))
-        got = np.array([np.asarray(v, dtype=np.float32) for v in online[tables.EMBEDDING]])
-        want = np.array([np.asarray(v, dtype=np.float32) for v in sample[tables.EMBEDDING]])
-        if got.shape != want.shape or not np.allclose(got, want, atol=1e-6):
-            problems.append(f"online store does not serve {run_date}'s embeddings for sampled keys")
-    if problems:
-        raise CheckError("; ".join(problems))
-    return {"stage": "check", "rows": rows, "tasks": tasks, "sampled_lookups": len(sample)}
-
-
 def run_stage(spark: SparkSession, cfg: Config, stage: str, run_date: dt.date, inputs: labeled.Inputs, *,
               model_version: str | None = None, allow_empty_day: bool = False) -> dict:
     if stage == "labeled":
@@ -79,7 +46,7 @@ def run_stage(spark: SparkSession, cfg: Config, stage: str, run_date: dt.date, i
     if stage == "embed":
         return embed.run(spark, cfg, run_date, load_model(cfg, inputs, model_version))
     if stage == "publish":
-        from pipelines.publish import publish
+        from serving.publish import publish
 
         t = time.perf_counter()
         result = publish(cfg, spark, run_date)

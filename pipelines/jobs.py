@@ -4,7 +4,7 @@
     spark-submit pipelines/jobs.py --stage train --date 2026-10-27   (the retrain DAG)
 
 Airflow's SparkSubmitOperator launches this file; `metaemb run` calls the same
-pipelines.daily.run_stage in-process.
+metaemb.daily.run_stage in-process.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 # spark-submit runs this file as a script: make the project importable without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaemb import config as config_mod  # noqa: E402
-from pipelines.daily import STAGES, TRAIN, describe, run_stage  # noqa: E402
+from core import config as config_mod  # noqa: E402
+from metaemb.daily import STAGES, TRAIN, describe, run_stage  # noqa: E402
 from pipelines.labeled import resolve_inputs  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from metaemb import config as C
+from core import config as C
 
 
 def write(tmp_path, text):

@@ -11,9 +11,9 @@ import re
 import pytest
 
 from af_helpers import airflow_sh, config_for, table_counts, task_logs
-from metaemb import config as config_mod
+from core import config as config_mod
 from metaemb import airflow_env
-from pipelines import tables
+from core import tables
 
 FROM, TO = dt.date(2026, 10, 22), dt.date(2026, 10, 28)
 

@@ -9,8 +9,8 @@ import sqlite3
 import pytest
 
 from af_helpers import DAGS_TEST_DATE, airflow_sh, config_for, table_counts, task_logs
-from metaemb import config as config_mod
-from pipelines import tables
+from core import config as config_mod
+from core import tables
 
 STAGES = ["labeled", "samples", "embed", "publish", "check"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 
 from feastutil import free_port, make_config
-from pipelines import feast_store
+from serving import feast_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-for-tests"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaemb.config import TrainConfig
+from core.config import TrainConfig
 from models import (Checkpoint, TaskBatch, auc, finetune_embed, finetune_embed_loop, init_params, load_checkpoint,
                     save_checkpoint, train)
 from models.finetune import finetune_embed_vmap, score
