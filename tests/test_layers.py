@@ -4,7 +4,7 @@
     models        LiMAML in PyTorch                       nothing of the project
     pipelines     Spark jobs over Delta                   core, models
     feature_repo  Feast declarations                      core
-    serving       Feast publish, gate, lookup, check      core, models, pipelines, feature_repo
+    serving       Feast publish, gate, lookup, check      core, pipelines, feature_repo
     entry points  metaemb/ (CLI, demo, Airflow helpers,   any layer
                   benchmarks), dags/, pipelines/jobs.py
 
@@ -16,6 +16,7 @@ Edges follow the usual module-graph rule (as grimp / import-linter build it):
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "models": set(),  # pure PyTorch: reads its settings from the objects it is given
     "pipelines": {"core", "models"},
     "feature_repo": {"core"},  # declares only
-    "serving": {"core", "models", "pipelines", "feature_repo"},
+    "serving": {"core", "pipelines", "feature_repo"},
     "entry points": {"core", "models", "pipelines", "feature_repo", "serving"},
 }
 # What each layer knows about (the README's layout table): frameworks it may import.
@@ -49,7 +50,7 @@ FRAMEWORKS = {"torch", "pyspark", "delta", "feast", "airflow"}
 MAY_USE: dict[str, set[str]] = {
     "core": set(),
     "models": {"torch"},
-    "pipelines": {"pyspark", "delta", "torch"},
+    "pipelines": {"pyspark", "delta", "torch"},  # torch: the fine-tune's thread settings in the workers
     "feature_repo": {"feast"},
     "serving": {"feast", "pyspark"},
     "entry points": FRAMEWORKS,
@@ -224,6 +225,13 @@ def test_every_package_is_installed():
                for top in {p.split(".")[0] for p in listed} for f in (PROJECT_ROOT / top).rglob("__init__.py")}
     top_level = {f.parent.name for f in PROJECT_ROOT.glob("*/__init__.py") if f.parent.name != "tests"}
     assert on_disk | top_level == listed, f"pyproject [tool.setuptools] packages differs: {sorted(listed)}"
+
+
+def test_image_copies_every_package():
+    """The project image (Dockerfile) holds every top-level package the code imports."""
+    copied = set(re.findall(r"^COPY (\S+) \1$", (PROJECT_ROOT / "Dockerfile").read_text(), re.M))
+    tops = {p.split(".")[0] for p in project_packages()}
+    assert tops <= copied, f"Dockerfile does not COPY {sorted(tops - copied)}"
 
 
 def test_layer_table_only_points_down():
