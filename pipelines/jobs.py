@@ -4,7 +4,9 @@
     spark-submit pipelines/jobs.py --stage train --date 2026-10-27   (the retrain DAG)
 
 Airflow's SparkSubmitOperator launches this file; `metaemb run` calls the same
-metaemb.daily.run_stage in-process.
+metaemb.daily.run_stage in-process. Like the CLI it is an entry point, not a Spark job:
+it runs every stage, publish and check included, so it may use any layer. It lives here
+because this path is what the DAG tasks submit.
 """
 
 from __future__ import annotations
