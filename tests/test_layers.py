@@ -227,6 +227,13 @@ def test_every_package_is_installed():
     assert on_disk | top_level == listed, f"pyproject [tool.setuptools] packages differs: {sorted(listed)}"
 
 
+def test_no_test_folder_shadows_a_project_package():
+    """pytest imports tests/X/__init__.py as package X: tests/pipelines/ would hide pipelines/."""
+    tops = {p.split(".")[0] for p in project_packages()}
+    shadowing = sorted(f.parent.name for f in (PROJECT_ROOT / "tests").rglob("__init__.py") if f.parent.name in tops)
+    assert not shadowing, f"test folders named like project packages have an __init__.py: {shadowing}"
+
+
 def test_image_copies_every_package():
     """The project image (Dockerfile) holds every top-level package the code imports."""
     copied = set(re.findall(r"^COPY (\S+) \1$", (PROJECT_ROOT / "Dockerfile").read_text(), re.M))
