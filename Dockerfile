@@ -16,11 +16,13 @@ WORKDIR /opt/metaemb
 # Dependencies first (cached layer), then the code.
 COPY pyproject.toml uv.lock README.md* ./
 COPY scripts/setup.sh scripts/setup.sh
-COPY metaemb metaemb
+COPY core core
 COPY models models
 COPY pipelines pipelines
-COPY dags dags
 COPY feature_repo feature_repo
+COPY serving serving
+COPY metaemb metaemb
+COPY dags dags
 COPY scripts scripts
 COPY deploy deploy
 RUN scripts/setup.sh && rm -rf /root/.cache

@@ -13,7 +13,7 @@ demo: setup           ## generate data, train, run 3 daily dates, publish to Fea
 	$(VENV)/metaemb demo
 
 test: setup services-install  ## the whole suite: real Spark, Delta, Feast, Airflow, Redis, Postgres
-	$(VENV)/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 services-install:     ## Debian packages the service tests start on loopback (redis, postgres)
 	bash scripts/install-services.sh

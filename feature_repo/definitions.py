@@ -1,10 +1,10 @@
 """Feast declarations for metaemb: the meta-embedding feature view over the Delta table.
 
 Declarations only. Every value that depends on the deployment (table path, task key
-columns, embedding size) comes from metaemb.config -- `$METAEMB_CONFIG`, else
+columns, embedding size) comes from core.config -- `$METAEMB_CONFIG`, else
 ./metaemb.toml, else the defaults -- so `feast apply` run by hand, the CLI, the DAGs and
 the tests declare exactly the same objects. `build(cfg)` is the programmatic entry
-(pipelines.feast_store.apply uses it); the module-level names are what `feast apply`
+(serving.feast_store.apply uses it); the module-level names are what `feast apply`
 discovers when it imports this file.
 """
 
@@ -17,8 +17,8 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.table_format import DeltaFormat
 from feast.types import Array, Float32, Int32, String
 
-from metaemb import config as config_mod
-from pipelines import tables
+from core import config as config_mod
+from core import tables
 
 FEATURE_VIEW = "meta_embedding"
 FEATURE_SERVICE = "metaemb"

@@ -10,7 +10,7 @@ connection `[airflow] spark_conn_id`, which `metaemb.airflow_env` defines from
 `[spark] master` (env AIRFLOW_CONN_<ID>); Spark settings come from
 `pipelines.spark.spark_conf(cfg)`, the same settings the in-process session uses.
 
-Only light modules are imported here at DAG-parse time (metaemb.config and the provider's
+Only light modules are imported here at DAG-parse time (core.config and the provider's
 operator). The Spark settings need pyspark (pipelines.spark), so they are filled in on the
 worker, just before the task's templates render: they then describe the worker's own venv
 and jars, appear in the task's rendered fields, and DAG parsing stays well under a second.
@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from metaemb import config as config_mod
+from core import config as config_mod
 
 PROJECT_ROOT = config_mod.PROJECT_ROOT
 JOBS_APP = PROJECT_ROOT / "pipelines" / "jobs.py"

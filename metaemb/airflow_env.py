@@ -43,7 +43,7 @@ from pathlib import Path
 import psutil
 
 from metaemb import airflow_dags as wiring
-from metaemb import config as config_mod
+from core import config as config_mod
 
 LOCKED = ("database is locked", "could not obtain lock", "lock timeout")
 COMPONENTS = ("scheduler", "dag_processor", "triggerer")

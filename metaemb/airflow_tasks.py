@@ -10,7 +10,7 @@ import re
 from airflow.exceptions import AirflowException, AirflowFailException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from metaemb import config as config_mod
+from core import config as config_mod
 from metaemb.airflow_dags import EXIT_NO_RETRY, JOBS_APP, config_file, spark_submit_settings
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from metaemb.config import Config, from_dict
+from core.config import Config, from_dict
 
 
 def add_arguments(p) -> None:
@@ -97,8 +97,8 @@ def run(args, cfg: Config) -> int:
     from metaemb.synthetic import SyntheticSpec, generate
     from pipelines import labeled
     from pipelines import train as train_job
-    from pipelines.daily import run_stage
-    from pipelines.feast_store import apply
+    from metaemb.daily import run_stage
+    from serving.feast_store import apply
     from pipelines.spark import get_spark
 
     work = Path(args.out or cfg.path(f"var/bench/{args.tasks}"))
@@ -139,7 +139,7 @@ def run(args, cfg: Config) -> int:
     figures["tasks_embedded_per_s"] = embed_stage["rows"] / embed_stage["seconds"]
     _print(figures)
     if args.publish_compare:
-        from pipelines.bench_publish import bench_publish
+        from metaemb.bench_publish import bench_publish
 
         figures["publish_compare"] = bench_publish(bcfg, spark, args.publish_compare)
     if args.json:

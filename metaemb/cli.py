@@ -1,7 +1,11 @@
-"""`metaemb` command line: the same entry points the Airflow DAGs call.
+"""`metaemb` command line: the one entry point a user runs, and the same stage code the
+Airflow DAGs run (metaemb.daily).
 
 Every command reads one config (--config PATH, else $METAEMB_CONFIG, else ./metaemb.toml,
 else the built-in defaults: Spark local[*], Delta under var/lake, Feast on SQLite).
+Commands whose options live in a heavier module (evaluate, bench, airflow ...) import it
+only when that command is run or its help is asked for, so `metaemb --help` and
+`metaemb airflow ...` start without torch.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import logging
 import sys
 import time
 
-from metaemb import config as config_mod
+from core import config as config_mod
+
+LAZY = "lazy_module"  # parser default: the module whose add_arguments fills this subparser
 
 log = logging.getLogger("metaemb")
 
@@ -72,7 +78,7 @@ def _inputs(args, cfg):
 
 
 def cmd_run(args, cfg) -> int:
-    from pipelines.daily import STAGES, run_daily
+    from metaemb.daily import STAGES, run_daily
     from pipelines.spark import get_spark
 
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
@@ -97,7 +103,7 @@ def _dates(args) -> list[dt.date]:
 
 def cmd_train(args, cfg) -> int:
     from pipelines import train as train_job
-    from pipelines.daily import train_on
+    from metaemb.daily import train_on
     from pipelines.spark import get_spark
 
     inputs = _inputs(args, cfg)
@@ -111,32 +117,6 @@ def cmd_train(args, cfg) -> int:
     return 0
 
 
-def cmd_lookup(args, cfg) -> int:
-    from pipelines.feast_store import lookup
-
-    keys = list(cfg.data.task_key)
-    rows = [dict(zip(keys, k.split(","))) for k in args.keys]
-    if any(len(r) != len(keys) for r in rows):
-        raise SystemExit(f"each key must give {len(keys)} comma-separated value(s) for {keys}")
-    df = lookup(cfg, rows)
-    for _, row in df.iterrows():
-        _say(format_lookup(row, keys, args.show))
-    return 0
-
-
-def format_lookup(row, keys: list[str], show: int = 6) -> str:
-    """One line per looked-up task: key, sample count, model version, the first values."""
-    import numpy as np
-
-    emb, n = row.get("embedding"), row.get("n_samples")
-    key = ",".join(str(row[k]) for k in keys)
-    if emb is None or (isinstance(emb, float) and emb != emb):
-        return f"{key}: (none: no embedding published)"
-    values = np.asarray(emb)
-    shown = "[" + ", ".join(f"{x:+.3f}" for x in values[:show]) + (", ...]" if len(values) > show else "]")
-    return f"{key}: n_samples={int(n)} model={row.get('model_version')} embedding({len(values)})={shown}"
-
-
 def cmd_status(args, cfg) -> int:
     from metaemb.status import status
 
@@ -144,27 +124,23 @@ def cmd_status(args, cfg) -> int:
 
 
 def cmd_apply(args, cfg) -> int:
-    from pipelines.feast_store import apply
+    from serving.feast_store import apply
 
     apply(cfg)
     _say(f"feast apply: project {cfg.feast.project}, online store {cfg.feast.online_store}")
     return 0
 
 
+def cmd_module(args, cfg) -> int:
+    """A command whose code is a module with add_arguments(parser) and run(args[, cfg])."""
+    run = importlib.import_module(args.lazy_module).run
+    return run(args, cfg) if args.needs_config else run(args)
+
+
 def cmd_demo(args, cfg) -> int:
     from metaemb.demo import demo
 
     return demo(cfg, users=args.users, days=args.days, daily_runs=args.daily_runs, fresh=args.fresh, progress=_say)
-
-
-def cmd_evaluate(args, cfg) -> int:
-    return importlib.import_module("metaemb.commands.evaluate").run(args, cfg)
-
-
-def cmd_bench(args, cfg) -> int:
-    if args.bench == "finetune":
-        return importlib.import_module("metaemb.bench_finetune").run(args)
-    return importlib.import_module("metaemb.bench_pipeline").run(args, cfg)
 
 
 # --- parser ---------------------------------------------------------------------------
@@ -174,12 +150,43 @@ def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", help="entity features file or folder; overrides config ('' = none)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _module_command(sub, name: str, module: str, *, needs_config: bool = True, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand run by module.run(args, cfg); its options come from module.add_arguments."""
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(func=cmd_module, lazy_module=module, needs_config=needs_config)
+    return p
+
+
+def _fill_lazy(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    """Call add_arguments for the module commands argv selects (all of them when argv is None)."""
+    for path, p in _subparsers(parser):
+        module = p.get_default(LAZY)
+        if module is None:
+            continue
+        if argv is not None and not set(path) <= set(argv):
+            continue
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ImportError as e:  # a module is missing pieces: say so when the command is run
+            p.set_defaults(import_error=str(e))
+
+
+def _subparsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, parser) for every subcommand, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, p in action.choices.items():
+                yield (*path, name), p
+                yield from _subparsers(p, (*path, name))
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command tree; with argv, only the module commands argv names are filled in."""
     parser = argparse.ArgumentParser(
         prog="metaemb",
         description="Daily LiMAML meta embeddings: Spark + Delta -> per-task fine-tune -> Feast.",
         epilog="Config: --config PATH, else $METAEMB_CONFIG, else ./metaemb.toml, else built-in defaults.")
-    parser.add_argument("--config", help="TOML config file (see metaemb.toml.example)")
+    parser.add_argument("--config", help="TOML config file (the defaults, commented: ./metaemb.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -233,20 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     _input_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="the paper's evaluation protocol (Table 3) on an interactions file")
-    try:
-        importlib.import_module("metaemb.commands.evaluate").add_arguments(p)
-    except ImportError as e:  # the model package is missing pieces: say so when asked
-        p.set_defaults(import_error=str(e))
-    p.set_defaults(func=cmd_evaluate)
+    _module_command(sub, "evaluate", "metaemb.commands.evaluate",
+                    help="the paper's evaluation protocol (Table 3) on an interactions file")
+    _module_command(sub, "lookup", "metaemb.commands.lookup", help="read embeddings from the Feast online store",
+                    description="KEY is the task key value (comma-separated for composite keys).")
+    _module_command(sub, "feast", "metaemb.commands.feast",
+                    help="Feast helpers: render (feature_repo/feature_store.yaml for a config) | apply")
 
-    p = sub.add_parser("lookup", help="read embeddings from the Feast online store",
-                       description="KEY is the task key value (comma-separated for composite keys).")
-    p.add_argument("keys", nargs="+", metavar="KEY")
-    p.add_argument("--show", type=int, default=6, help="embedding values to print (default 6)")
-    p.set_defaults(func=cmd_lookup)
-
-    p = sub.add_parser("apply", help="feast apply: register the feature repo from config")
+    p = sub.add_parser("apply", help="the same as `metaemb feast apply`")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("status", help="per-date stage completion, row counts, freshness; non-zero when stale")
@@ -255,24 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also write a rows + drift plot per date")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("bench", help="benchmarks: finetune (model throughput) or pipeline (the daily job)")
+    p = sub.add_parser("bench", help="benchmarks: finetune (model throughput), pipeline (the daily job), "
+                                     "publish (Feast stock materialize vs the fast path)")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    b = bench.add_parser("finetune", help="batched fine-tune vs a per-task loop vs this machine's GEMM rate")
-    try:
-        importlib.import_module("metaemb.bench_finetune").add_arguments(b)
-    except ImportError as e:
-        b.set_defaults(import_error=str(e))
-    b = bench.add_parser("pipeline", help="the full daily job on N synthetic tasks: time, rows/s, memory")
-    try:
-        importlib.import_module("metaemb.bench_pipeline").add_arguments(b)
-    except ImportError as e:
-        b.set_defaults(import_error=str(e))
-    p.set_defaults(func=cmd_bench)
+    _module_command(bench, "finetune", "metaemb.bench_finetune", needs_config=False,
+                    help="batched fine-tune vs a per-task loop vs this machine's GEMM rate")
+    _module_command(bench, "pipeline", "metaemb.bench_pipeline",
+                    help="the full daily job on N synthetic tasks: time, rows/s, memory")
+    _module_command(bench, "publish", "metaemb.bench_publish",
+                    help="N synthetic embeddings published by Feast's materialize and by the fast path")
+
+    # Options belong to airflow_env: '+' as prefix lets every '-' option through to it.
+    _module_command(sub, "airflow", "metaemb.commands.airflow", needs_config=False, add_help=False,
+                    prefix_chars="+", usage="metaemb [--config PATH] airflow COMMAND ...  (metaemb airflow --help)",
+                    help="Airflow on this machine: init | dags-test | backfill | env | start | stop | status | "
+                         "airflow ARGS (any airflow command)")
+    _fill_lazy(parser, argv)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "feast", "urllib3", "matplotlib"):
@@ -280,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "import_error", None):
         print(f"metaemb {args.command}: unavailable ({args.import_error})", file=sys.stderr)
         return 2
+    if args.command == "airflow":  # airflow_env loads the config and reports its own errors
+        return cmd_module(args, None)
     from models import CheckpointError
     from pipelines.contract import InputError
 

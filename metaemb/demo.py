@@ -8,17 +8,17 @@ import time
 from collections import defaultdict
 
 
-from metaemb.config import Config
+from core.config import Config
 
 
 def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3, fresh: bool = False,
          progress=print) -> int:
     from metaemb.synthetic import SyntheticSpec, generate
     from pipelines import labeled
-    from pipelines.daily import run_daily, train_on
-    from pipelines.feast_store import apply, lookup
+    from metaemb.daily import run_daily, train_on
+    from serving.feast_store import apply, lookup
     from pipelines.spark import get_spark
-    from metaemb.cli import format_lookup
+    from metaemb.commands.lookup import format_lookup
 
     started = time.perf_counter()
     seconds: dict[str, float] = defaultdict(float)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metaemb import config as config_mod
+from core import config as config_mod
 from models import ModelSpec, TaskBatch, auc, train
 from models import blocks
 from models.data import prepare

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from metaemb.config import Config
-from pipelines import tables
+from core import tables
+from core.config import Config
 from pipelines.contract import read_table
 
 STAGE_ORDER = ("labeled", "samples", "train", "embed", "publish", "check")

@@ -19,8 +19,9 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from metaemb.config import Config
-from pipelines import lake, tables
+from core import tables
+from core.config import Config
+from pipelines import lake
 from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,9 @@
     spark-submit pipelines/jobs.py --stage train --date 2026-10-27   (the retrain DAG)
 
 Airflow's SparkSubmitOperator launches this file; `metaemb run` calls the same
-pipelines.daily.run_stage in-process.
+metaemb.daily.run_stage in-process. Like the CLI it is an entry point, not a Spark job:
+it runs every stage, publish and check included, so it may use any layer. It lives here
+because this path is what the DAG tasks submit.
 """
 
 from __future__ import annotations
@@ -18,17 +20,17 @@ from pathlib import Path
 # spark-submit runs this file as a script: make the project importable without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaemb import config as config_mod  # noqa: E402
-from pipelines.daily import STAGES, TRAIN, describe, run_stage  # noqa: E402
+from core import config as config_mod  # noqa: E402
+from metaemb.daily import STAGES, TRAIN, describe, run_stage  # noqa: E402
 from pipelines.labeled import resolve_inputs  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 from metaemb.airflow_dags import EXIT_NO_RETRY  # noqa: E402
 from models import CheckpointError  # noqa: E402
 from pipelines.contract import InputError  # noqa: E402
-from pipelines.daily import CheckError  # noqa: E402
+from serving.check import CheckError  # noqa: E402
 from pipelines.embed import ModelMismatchError  # noqa: E402
 from pipelines.labeled import EmptyDayError  # noqa: E402
-from pipelines.publish import GateError  # noqa: E402
+from serving.publish import GateError  # noqa: E402
 
 # Failures a retry cannot mend: the same input gives the same error.
 DATA_ERRORS = (InputError, EmptyDayError, CheckpointError, ModelMismatchError, GateError, CheckError)

@@ -25,9 +25,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from metaemb.config import Config
+from core.config import Config
 from pipelines import contract as C
-from pipelines import lake, tables
+from core import tables
+from pipelines import lake
 
 log = logging.getLogger(__name__)
 STAGE = "labeled"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from metaemb.config import Config
-from pipelines import tables
+from core import tables
+from core.config import Config
 from pipelines.contract import input_format
 
 

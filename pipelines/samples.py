@@ -14,8 +14,9 @@ import datetime as dt
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from metaemb.config import Config
-from pipelines import lake, tables
+from core import tables
+from core.config import Config
+from pipelines import lake
 from pipelines.labeled import window_dates
 
 STAGE = "samples"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from metaemb.config import Config
+from core.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from metaemb.config import Config
-from pipelines import lake, tables
+from core import tables
+from core.config import Config
+from pipelines import lake
 from pipelines.embed import task_batch
 from pipelines.labeled import Inputs
 

@@ -4,9 +4,9 @@
 #   scripts/airflow.sh [--config PATH] backfill FROM TO      # airflow backfill create ..., waits
 #   scripts/airflow.sh [--config PATH] airflow ARGS...       # any airflow command, same env
 #   eval "$(scripts/airflow.sh env)"                         # the env in your shell
-# See metaemb/airflow_env.py for what each does.
+# = `metaemb airflow ...`; see metaemb/airflow_env.py for what each does.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${METAEMB_PYTHON:-$ROOT/.venv/bin/python}"
 cd "$ROOT"
-exec "$PY" -m metaemb.airflow_env "$@"
+exec "$PY" -m metaemb airflow "$@"

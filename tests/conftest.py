@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metaemb import config as config_mod
+from core import config as config_mod
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from metaemb import config as config_mod
+from core import config as config_mod
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_SH = PROJECT_ROOT / "scripts" / "airflow.sh"
@@ -41,7 +41,7 @@ def toml_value(v) -> str:
 
 
 def write_config(path: Path, raw: dict[str, dict]) -> Path:
-    """Write sections -> TOML, then load it with metaemb.config (fails on a bad key)."""
+    """Write sections -> TOML, then load it with core.config (fails on a bad key)."""
     lines = []
     for section, values in raw.items():
         lines.append(f"[{section}]")

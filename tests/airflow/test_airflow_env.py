@@ -9,7 +9,7 @@ from pathlib import Path
 
 from af_helpers import PROJECT_ROOT, project_raw, write_config
 from metaemb import airflow_env
-from metaemb import config as config_mod
+from core import config as config_mod
 
 
 def test_env_from_config(tmp_path):

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from af_helpers import airflow_sh, config_for, table_counts, task_logs
+from core import config as config_mod
+from core import tables
 from metaemb import airflow_env
-from metaemb import config as config_mod
 from metaemb.status import collect, publish_state
-from pipelines import tables
 
 FRESH = [dt.date(2026, 10, 26), dt.date(2026, 10, 27), dt.date(2026, 10, 28)]
 OLDER = [dt.date(2026, 10, 25), dt.date(2026, 10, 26), dt.date(2026, 10, 27)]  # 10-26 emptied
@@ -80,7 +80,7 @@ def without_day(src, dst, day: dt.date):
 
 
 def served_embeddings(cfg, keys: list[dict]):
-    from pipelines.feast_store import lookup
+    from serving.feast_store import lookup
 
     return [np.asarray(v, dtype=np.float32) for v in lookup(cfg, keys)[tables.EMBEDDING]]
 

@@ -10,9 +10,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from af_helpers import project_raw, write_config
-from metaemb import config as config_mod
-from pipelines import daily, labeled, lake, tables
-from pipelines.daily import CheckError, run_daily
+from core import config as config_mod
+from core import tables
+from metaemb.daily import run_daily
+from pipelines import labeled, lake
+from serving.check import CheckError, check
 
 D1, D2, D3 = dt.date(2026, 10, 25), dt.date(2026, 10, 26), dt.date(2026, 10, 27)
 
@@ -39,9 +41,9 @@ def test_check_follows_what_publish_did(airflow_project, spark, tmp_path):
     doubled = emb.withColumn(tables.EMBEDDING, F.transform(tables.EMBEDDING, lambda x: x * F.lit(2.0).cast("float"))).localCheckpoint()
     lake.replace_partitions(doubled, cfg, tables.META_EMBEDDINGS, tables.RUN_DATE, [D2])
     with pytest.raises(CheckError, match=f"online store does not serve {D2}'s embeddings"):
-        daily.check(spark, cfg, D1)
+        check(spark, cfg, D1)
 
     # A day publish never ran for.
     run_daily(spark, cfg, D3, inputs, stages=("labeled", "samples", "embed"), **quiet)
     with pytest.raises(CheckError, match=f"publish_log has no row for {D3}"):
-        daily.check(spark, cfg, D3)
+        check(spark, cfg, D3)

@@ -10,7 +10,7 @@ import subprocess
 import yaml
 
 from af_helpers import PROJECT_ROOT
-from metaemb import config as config_mod
+from core import config as config_mod
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SERVICES = {"postgres", "redis", "spark-master", "spark-worker", "airflow-init", "airflow-api-server",

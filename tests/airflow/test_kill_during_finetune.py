@@ -20,10 +20,12 @@ import numpy as np
 import pyspark
 
 from af_helpers import project_raw, write_config
-from metaemb import config as config_mod
+from core import config as config_mod
 from metaemb.airflow_dags import spark_submit_command
-from pipelines import feast_store, labeled, lake, tables
-from pipelines.daily import run_daily
+from core import tables
+from pipelines import labeled, lake
+from serving import feast_store
+from metaemb.daily import run_daily
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
 D1, D2 = dt.date(2026, 10, 26), dt.date(2026, 10, 27)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from af_helpers import airflow_sh, config_for, table_counts, task_logs
-from metaemb import config as config_mod
+from core import config as config_mod
 from metaemb.airflow_env import free_port
-from pipelines import tables
+from core import tables
 
 PG_DATE = dt.date(2026, 10, 30)
 STAGES = ["labeled", "samples", "embed", "publish", "check"]

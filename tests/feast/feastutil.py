@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 
-from pipelines import tables
+from core import tables
 
 
 def free_port() -> int:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaemb import config as config_mod
-from pipelines import feast_store, publish as publish_mod, tables
+from core import config as config_mod
+from core import tables
+from serving import feast_store, publish as publish_mod
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
 from feastutil import make_config, random_embeddings, write_meta_embeddings
@@ -54,8 +55,8 @@ def test_committed_feature_store_yaml_is_the_default_config_rendered():
     committed = (PROJECT_ROOT / "feature_repo" / "feature_store.yaml").read_text()
     default = config_mod.from_dict({}, source="<defaults>", base_dir=PROJECT_ROOT)
     assert committed == feast_store.render_yaml(default), (
-        "feature_repo/feature_store.yaml drifted from metaemb.config defaults: regenerate with "
-        "`python -m pipelines.feast_store render > feature_repo/feature_store.yaml`")
+        "feature_repo/feature_store.yaml drifted from core.config defaults: regenerate with "
+        "`metaemb feast render > feature_repo/feature_store.yaml`")
     from feast.repo_config import load_repo_config
 
     rc = load_repo_config(PROJECT_ROOT / "feature_repo", PROJECT_ROOT / "feature_repo" / "feature_store.yaml")
@@ -194,8 +195,8 @@ _CHILD = r"""
 import json, sys
 import pyarrow.parquet as pq
 from datetime import date
-from metaemb import config as config_mod
-from pipelines import feast_store
+from core import config as config_mod
+from serving import feast_store
 cfg = config_mod.from_dict(json.loads(sys.argv[1]), source="<child>", base_dir=sys.argv[2])
 table = pq.read_table(sys.argv[3])
 feast_store.write_partition(cfg, None, date.fromisoformat(sys.argv[4]), "fast", table=table)

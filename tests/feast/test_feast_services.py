@@ -11,7 +11,7 @@ import psutil
 import redis
 
 from feastutil import free_port, make_config
-from pipelines import feast_store
+from serving import feast_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-for-tests"

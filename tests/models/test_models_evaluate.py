@@ -10,7 +10,7 @@ INTER = "var/data/ml-100k/ml-100k.inter"
 
 
 def test_movielens_conversion(tmp_path):
-    from metaemb.config import PROJECT_ROOT
+    from core.config import PROJECT_ROOT
 
     to_interactions(PROJECT_ROOT / INTER, tmp_path / "i.parquet")
     back = pd.read_parquet(tmp_path / "i.parquet")
@@ -29,7 +29,7 @@ def test_history_features_are_leak_free():
 
 
 def test_evaluate_quick_writes_reports(tmp_path):
-    from metaemb import config as config_mod
+    from core import config as config_mod
     from metaemb.commands import evaluate as cmd
 
     cfg = config_mod.from_dict({"pipeline": {"cap_samples": 32}}, base_dir=tmp_path)

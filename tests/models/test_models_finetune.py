@@ -99,7 +99,7 @@ def test_nonfinite_output_is_detected_and_names_tasks():
 
 
 def test_finetune_improves_auc_on_planted_preferences():
-    from metaemb.config import TrainConfig
+    from core.config import TrainConfig
     from models import auc, train
     from metaemb.reference_finetune import score
 

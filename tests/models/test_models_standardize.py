@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaemb.config import TrainConfig
+from core.config import TrainConfig
 from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap, score
 from models import Checkpoint, TaskBatch, auc, finetune_embed, init_params, load_checkpoint, save_checkpoint, train
 from models_helpers import planted, random_batch, small_spec

@@ -1,6 +1,6 @@
 import pytest
 
-from metaemb.config import TrainConfig
+from core.config import TrainConfig
 from models import Checkpoint, init_params, train
 from models.data import prepare
 from models.train import evaluate_batch

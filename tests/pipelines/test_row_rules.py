@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 
 from metaemb.cli import main
 from pipelines import contract as C
-from pipelines import labeled, lake, tables
+from core import tables
+from pipelines import labeled, lake
 from tests.conftest import make_config
 
 UTC = dt.timezone.utc

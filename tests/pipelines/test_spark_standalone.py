@@ -15,12 +15,13 @@ import numpy as np
 import pyspark
 import pytest
 
-from metaemb import config as config_mod
+from core import config as config_mod
 from metaemb.airflow_dags import spark_submit_command
 from metaemb.synthetic import SyntheticSpec, generate
-from pipelines import labeled, lake, tables
+from core import tables
+from pipelines import labeled, lake
 from pipelines import train as train_job
-from pipelines.daily import run_daily
+from metaemb.daily import run_daily
 from tests.conftest import PROJECT_ROOT, make_config
 
 pytestmark = pytest.mark.services

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import labeled, lake, samples, tables
+from core import tables
+from pipelines import labeled, lake, samples
 from pipelines import contract as C
 from tests.conftest import make_config
 

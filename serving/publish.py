@@ -26,8 +26,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 
-from metaemb.config import Config
-from pipelines import feast_store, tables
+from core import tables
+from core.config import Config
+from serving import feast_store
 
 log = logging.getLogger(__name__)
 

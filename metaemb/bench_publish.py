@@ -1,6 +1,6 @@
 """Publish benchmark: Feast's stock materialize vs metaemb's fast path, same rows, one run.
 
-    python -m pipelines.bench_publish --rows 100000 [--config PATH] [--spark-engine]
+    metaemb [--config PATH] bench publish --rows 100000 [--online-store redis] [--no-spark-engine]
     bench_publish(cfg, spark, rows) -> dict     (called by `metaemb bench pipeline`)
 
 Writes `rows` synthetic 32-float meta embeddings as one run_date partition of a Delta
@@ -26,8 +26,9 @@ import sys
 import time
 from datetime import date, datetime, timezone
 
-from metaemb.config import Config
-from pipelines import feast_store, tables
+from core import tables
+from core.config import Config
+from serving import feast_store
 
 log = logging.getLogger(__name__)
 BENCH_DATE = date(2026, 1, 15)
@@ -167,27 +168,21 @@ def _flush_redis_project(cfg: Config) -> None:
         client.delete(*batch[i:i + 10000])
 
 
-def main(argv: list[str] | None = None) -> int:
-    from metaemb import config as config_mod
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--online-store", choices=["sqlite", "redis"], default=None)
+    p.add_argument("--no-spark-engine", action="store_true", help="skip Feast's spark.engine run")
+    p.add_argument("--json", default=None, help="also write the report here")
+
+
+def run(args, cfg: Config) -> int:
     from pipelines.spark import get_spark
 
-    ap = argparse.ArgumentParser(prog="python -m pipelines.bench_publish", description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--online-store", choices=["sqlite", "redis"], default=None)
-    ap.add_argument("--no-spark-engine", action="store_true", help="skip Feast's spark.engine run")
-    ap.add_argument("--json", default=None, help="also write the report here")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    overrides = {"feast": {"online_store": args.online_store}} if args.online_store else None
-    cfg = config_mod.load(args.config, overrides=overrides)
+    if args.online_store:
+        cfg = dataclasses.replace(cfg, feast=dataclasses.replace(cfg.feast, online_store=args.online_store))
     spark = get_spark(cfg, app_name="metaemb-bench-publish")
     report = bench_publish(cfg, spark, args.rows, spark_engine=not args.no_spark_engine)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Feast side of metaemb: the store from config, apply, the two publish paths, lookups.
 
-* `feature_store(cfg)` builds Feast's RepoConfig in memory from metaemb.config (no YAML
+* `feature_store(cfg)` builds Feast's RepoConfig in memory from core.config (no YAML
   read), so the CLI, the DAGs and the tests never depend on the working directory.
   `render_yaml(cfg)` writes the same settings as a feature_store.yaml; the committed
   feature_repo/feature_store.yaml is render_yaml(defaults) (a test keeps them equal).
@@ -14,8 +14,8 @@
   A kill -9 at any point leaves either the previous state or the whole new day.
 * `lookup(cfg, keys)` reads through `get_online_features` (feature service `metaemb`).
 
-The gated, logged stage that the pipeline calls is pipelines.publish.publish(); the
-`publish` name here is that function, re-exported.
+The gated, logged stage that the pipeline calls is serving.publish.publish(), one layer
+above this module. `metaemb feast render | apply` is the command line for these helpers.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from metaemb.config import Config
-from pipelines import delta_log, tables
+from core import tables
+from core.config import Config
+from pipelines import delta_log
 from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ REDIS_PASSWORD_ENV = "METAEMB_REDIS_PASSWORD"
 FEATURE_VIEW = "meta_embedding"
 FEATURE_SERVICE = "metaemb"
 ENTITY_KEY_SERIALIZATION_VERSION = 3
-ATOMIC_REGISTRY_STORE = "pipelines.feast_registry.AtomicFileRegistryStore"
+ATOMIC_REGISTRY_STORE = "serving.feast_registry.AtomicFileRegistryStore"
 
 
 class PublishError(RuntimeError):
@@ -125,10 +126,10 @@ def render_yaml(cfg: Config, *, relative: bool = True) -> str:
 
     settings = _store_settings(cfg, repo_dir(cfg) if relative else None, for_file=True)
     header = (
-        "# Generated from metaemb.config by pipelines.feast_store.render_yaml -- edit the config,\n"
+        "# Generated from core.config by serving.feast_store.render_yaml -- edit the config,\n"
         "# not this file (tests/feast checks the committed copy matches the default config).\n"
         "# Paths are relative to this folder. For another config, write one with\n"
-        "#   python -m pipelines.feast_store render --config my.toml --out my_store.yaml\n"
+        "#   metaemb --config my.toml feast render --out my_store.yaml\n"
         "# and run: METAEMB_CONFIG=my.toml feast -c feature_repo -f my_store.yaml apply\n"
     )
     return header + yaml.safe_dump(settings, sort_keys=False)
@@ -477,9 +478,9 @@ def _write_redis(store, enc: _Encoded) -> None:
     """One MULTI/EXEC for the whole day: Redis applies all of it or (killed client) none.
 
     The HSETs are packed here as RESP rather than sent through redis-py's
-    `pipeline(transaction=True)` (the same MULTI/EXEC, in pipelines.bench_publish), because
+    `pipeline(transaction=True)` (the same MULTI/EXEC, in metaemb.bench_publish), because
     that made the whole publish of a 100k-row day 1.3x-1.6x slower on the 2-core dev box
-    (2026-12-04, both in one run each): `python -m pipelines.bench_publish --rows 100000
+    (2026-12-04, both in one run each): `metaemb bench publish --rows 100000
     --online-store redis` 2.40 s hand-packed vs 3.09 s redis-py; 8 interleaved repeats of
     the two, median 3.26 s vs 5.29 s (best 2.38 vs 4.40 s). Lookups were identical.
     """
@@ -599,38 +600,3 @@ def lookup(cfg: Config, keys: list[dict], store=None):
             raise ValueError(f"lookup key {row} lacks task key column(s) {missing}")
     service = store.get_feature_service(FEATURE_SERVICE)
     return store.get_online_features(features=service, entity_rows=rows).to_df()
-
-
-def publish(cfg: Config, spark, run_date: date, **kwargs):
-    """The gated, logged publish stage (pipelines.publish.publish)."""
-    from pipelines.publish import publish as _publish
-
-    return _publish(cfg, spark, run_date, **kwargs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from metaemb import config as config_mod
-
-    ap = argparse.ArgumentParser(prog="python -m pipelines.feast_store",
-                                 description="Feast helpers for metaemb")
-    ap.add_argument("command", choices=["render", "apply"])
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--out", default=None, help="render: file to write (default: stdout)")
-    args = ap.parse_args(argv)
-    cfg = config_mod.load(args.config)
-    if args.command == "render":
-        text = render_yaml(cfg, relative=args.out is None or Path(args.out).resolve().parent == repo_dir(cfg))
-        if args.out:
-            Path(args.out).write_text(text)
-        else:
-            print(text, end="")
-    else:
-        apply(cfg)
-        print(f"applied project {cfg.feast.project} ({cfg.feast.online_store})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

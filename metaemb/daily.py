@@ -1,0 +1,102 @@
+"""The daily job: the same stage entry points for `metaemb run`, spark-submit and Airflow.
+
+labeled -> samples -> embed -> publish -> check, each idempotent per run date. The stages
+come from two layers (pipelines: Spark jobs; serving: publish and check), so their
+dispatch lives here, in the entry-point layer that may import both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Callable
+
+from pyspark.sql import SparkSession
+
+from core.config import Config
+from pipelines import embed, labeled, lake, samples
+from serving.check import check
+
+log = logging.getLogger(__name__)
+STAGES = ("labeled", "samples", "embed", "publish", "check")
+TRAIN = "train"  # the retraining job: labeled + samples for the date, then Algorithm 2a
+
+
+def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
+    from models import ModelSpec, load_checkpoint
+
+    spec = ModelSpec.from_config(cfg.model, len(inputs.meta_columns), len(inputs.context_columns))
+    folder = cfg.path(cfg.model.checkpoint_dir)
+    ckpt = load_checkpoint(folder / f"{version}.pt" if version else folder)
+    embed.check_columns(ckpt, inputs.context_columns, inputs.meta_columns)
+    if ckpt.spec != spec:
+        from models import CheckpointError
+        raise CheckpointError(f"checkpoint {ckpt.version} has shape {ckpt.spec}, config asks for {spec}; "
+                              "retrain with `metaemb train` or align [model] sizes")
+    return ckpt
+
+
+def run_stage(spark: SparkSession, cfg: Config, stage: str, run_date: dt.date, inputs: labeled.Inputs, *,
+              model_version: str | None = None, allow_empty_day: bool = False) -> dict:
+    if stage == "labeled":
+        return labeled.run(spark, cfg, inputs, run_date, allow_empty_day=allow_empty_day)
+    if stage == "samples":
+        return samples.run(spark, cfg, run_date)
+    if stage == "embed":
+        return embed.run(spark, cfg, run_date, load_model(cfg, inputs, model_version))
+    if stage == "publish":
+        from serving.publish import publish
+
+        t = time.perf_counter()
+        result = publish(cfg, spark, run_date)
+        seconds = time.perf_counter() - t
+        rows = getattr(result, "rows", 0)
+        lake.log_stage(spark, cfg, "publish", {run_date: rows}, seconds, getattr(result, "method", ""))
+        return {"stage": "publish", "rows": rows, "seconds": seconds, "method": getattr(result, "method", "")}
+    if stage == TRAIN:
+        return train_on(spark, cfg, run_date, inputs, allow_empty_day=allow_empty_day)
+    if stage == "check":
+        t = time.perf_counter()
+        out = check(spark, cfg, run_date)
+        out["seconds"] = time.perf_counter() - t
+        lake.log_stage(spark, cfg, "check", {run_date: out["rows"]}, out["seconds"], out["online"])
+        return out
+    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+
+
+def train_on(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,
+             allow_empty_day: bool = False, progress: Callable[[str], None] = print) -> dict:
+    """Build the window ending run_date, then train: what `metaemb train` and the retrain DAG run."""
+    from pipelines import train as train_job
+
+    for result in (labeled.run(spark, cfg, inputs, run_date, allow_empty_day=allow_empty_day),
+                   samples.run(spark, cfg, run_date)):
+        progress(f"[{run_date}] {result['stage']}: {describe(result)}")
+    result = train_job.run(spark, cfg, run_date, inputs, progress=progress)
+    result["rows"] = result["tasks"]
+    return result
+
+
+def run_daily(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,
+              stages: tuple[str, ...] = STAGES, model_version: str | None = None, allow_empty_day: bool = False,
+              progress: Callable[[str], None] = print) -> list[dict]:
+    results = []
+    for stage in stages:
+        progress(f"[{run_date}] {stage} ...")
+        result = run_stage(spark, cfg, stage, run_date, inputs, model_version=model_version,
+                           allow_empty_day=allow_empty_day)
+        progress(f"[{run_date}] {stage}: {describe(result)}")
+        results.append(result)
+    return results
+
+
+def describe(result: dict) -> str:
+    parts = [f"{result.get('rows', 0):,} rows", f"{result.get('seconds', 0):.1f}s"]
+    for key in ("dates_computed", "samples", "model_version", "method", "tasks_per_s", "finetune_s", "online"):
+        if key in result:
+            value = result[key]
+            parts.append(f"{key}={value:,.0f}" if isinstance(value, float) else f"{key}={value}")
+    if result.get("quarantined"):
+        parts.append("quarantined=" + ",".join(f"{k}:{v}" for k, v in result["quarantined"].items()))
+    return ", ".join(parts)
