@@ -113,6 +113,14 @@ def task_logs(home: Path, dag_id: str, limit: int = 4000) -> str:
     return "\n".join(out)
 
 
+def own_lake_config(root: Path, tmp_path: Path, feast_project: str) -> config_mod.Config:
+    """The shared project's data and model, with its own lake and Feast store under tmp_path."""
+    raw = project_raw(root, pipeline={"storage_root": str(tmp_path / "lake")},
+                      feast={"project": feast_project, "sqlite_path": str(tmp_path / "feast" / "online.db"),
+                             "registry_path": str(tmp_path / "feast" / "registry.db")})
+    return config_mod.load(write_config(tmp_path / "metaemb.toml", raw))
+
+
 def config_for(root: Path, name: str, **sections) -> Path:
     """A config over the shared project, with its own Airflow home (root/airflow-NAME)."""
     raw = project_raw(root, **sections)

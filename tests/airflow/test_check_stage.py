@@ -9,8 +9,7 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from af_helpers import project_raw, write_config
-from core import config as config_mod
+from af_helpers import own_lake_config
 from core import tables
 from metaemb.daily import run_daily
 from pipelines import labeled, lake
@@ -20,10 +19,7 @@ D1, D2, D3 = dt.date(2026, 10, 25), dt.date(2026, 10, 26), dt.date(2026, 10, 27)
 
 
 def test_check_follows_what_publish_did(airflow_project, spark, tmp_path):
-    raw = project_raw(airflow_project, pipeline={"storage_root": str(tmp_path / "lake")},
-                      feast={"project": "checkstage", "sqlite_path": str(tmp_path / "feast" / "online.db"),
-                             "registry_path": str(tmp_path / "feast" / "registry.db")})
-    cfg = config_mod.load(write_config(tmp_path / "metaemb.toml", raw))
+    cfg = own_lake_config(airflow_project, tmp_path, "checkstage")
     inputs = labeled.resolve_inputs(cfg)
     quiet = dict(progress=lambda _: None)
     pushed = run_daily(spark, cfg, D1, inputs, **quiet)[-1]

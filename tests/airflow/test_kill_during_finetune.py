@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyspark
 
-from af_helpers import project_raw, write_config
-from core import config as config_mod
+from af_helpers import own_lake_config
 from metaemb.airflow_dags import spark_submit_command
 from core import tables
 from pipelines import labeled, lake
@@ -47,10 +46,7 @@ def partition(spark, cfg, day: dt.date) -> dict[str, np.ndarray]:
 
 def test_kill9_in_finetune_keeps_previous_day_and_rerun_completes(airflow_project, spark, tmp_path):
     root = airflow_project
-    raw = project_raw(root, pipeline={"storage_root": str(tmp_path / "lake")},
-                      feast={"project": "killft", "sqlite_path": str(tmp_path / "feast" / "online.db"),
-                             "registry_path": str(tmp_path / "feast" / "registry.db")})
-    cfg = config_mod.load(write_config(tmp_path / "metaemb.toml", raw))
+    cfg = own_lake_config(root, tmp_path, "killft")
     inputs = labeled.resolve_inputs(cfg)
     quiet = dict(progress=lambda _: None)
 
