@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from airflow.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from core import config as config_mod
