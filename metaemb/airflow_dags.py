@@ -33,6 +33,10 @@ RETRAIN_DAG_ID = "metaemb_retrain"
 # pipelines/jobs.py exits with this when the stage failed on its data (an empty day, bad input,
 # a mismatched checkpoint, a blocked gate, a failed check): the task then fails without retries.
 EXIT_NO_RETRY = 3
+# SQLite metadata DB: every Airflow process waits this long for another writer's lock instead of
+# sqlite3's default 5 s (api-server requests failed with "Database error" while the scheduler
+# and task runners wrote). Airflow reads it by import path: [database] sql_alchemy_connect_args.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 # Settings spark-submit takes as its own options (or owns), so they are not passed as --conf.
 SUBMIT_OWNED = ("spark.jars", "spark.driver.memory", "spark.master", "spark.app.name", "spark.submit.deployMode")
 

@@ -97,6 +97,8 @@ def airflow_env(cfg: config_mod.Config, base: dict[str, str] | None = None, *,
     if "sqlite" in env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", defaults["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]):
         # One writer at a time on SQLite: keep the executor small and wait on locks.
         defaults["AIRFLOW__CORE__PARALLELISM"] = "2"
+        for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+            defaults[f"AIRFLOW__DATABASE__{key}"] = f"{wiring.__name__}.SQLITE_CONNECT_ARGS"
     if cfg_file:
         defaults["METAEMB_CONFIG"] = cfg_file
     for key, value in defaults.items():
@@ -362,8 +364,9 @@ class Api:
             return json.loads(r.read())["access_token"]
 
     def call(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
-             attempts: int = 10) -> dict:
-        """One request; retried while the metadata DB is locked or the server is briefly away."""
+             attempts: int = 40) -> dict:
+        """One request; retried (every 3 s, `attempts` tries) while the metadata DB is locked or the
+        server is briefly away. A 5xx rolled its transaction back, so a retry is safe."""
         url = f"{self.url}/api/v2{path}" + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
         headers = {"Content-Type": "application/json"}
         if self.token:
@@ -372,16 +375,21 @@ class Api:
         for attempt in range(attempts):
             req = urllib.request.Request(url, data=data, method=method, headers=headers)
             try:
-                with urllib.request.urlopen(req, timeout=60) as r:
+                with urllib.request.urlopen(req, timeout=120) as r:
                     return json.loads(r.read() or b"{}")
             except urllib.error.HTTPError as e:
                 detail = e.read().decode(errors="replace")
                 retriable = e.code >= 500 or any(s in detail.lower() for s in LOCKED)
                 if not retriable or attempt + 1 == attempts:
-                    raise AirflowEnvError(f"{method} {path}: HTTP {e.code}: {detail[:2000]}") from None
+                    raise AirflowEnvError(f"{method} {path}: HTTP {e.code}: {detail[:2000]} (the api-server's "
+                                          "log has the cause)") from None
+                why = f"HTTP {e.code}"
             except OSError as e:
                 if attempt + 1 == attempts:
                     raise AirflowEnvError(f"{method} {path}: {e}") from None
+                why = str(e)
+            if attempts > 1:
+                print(f"[airflow] {method} {path}: {why[:200]}; retrying in 3s ({attempt + 1}/{attempts})", flush=True)
             time.sleep(3.0)
         raise AssertionError("unreachable")
 

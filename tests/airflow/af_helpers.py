@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -111,6 +112,14 @@ def task_logs(home: Path, dag_id: str, limit: int = 4000) -> str:
     for f in logs:
         out.append(f"--- {f.relative_to(home)}\n{f.read_text(errors='replace')[-limit:]}")
     return "\n".join(out)
+
+
+def service_errors(home: Path, limit: int = 40) -> str:
+    """The error lines of `airflow standalone`'s log (api-server, scheduler ...), for failure messages."""
+    log = home / "logs" / "standalone.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [line for line in lines if re.search(r"error|exception|traceback|locked", line, re.I)]
+    return "--- standalone.log, error lines\n" + "\n".join(errors[-limit:])
 
 
 def own_lake_config(root: Path, tmp_path: Path, feast_project: str) -> config_mod.Config:

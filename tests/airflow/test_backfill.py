@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from af_helpers import airflow_sh, config_for, table_counts, task_logs
+from af_helpers import airflow_sh, config_for, service_errors, table_counts, task_logs
 from core import config as config_mod
 from core import tables
 from metaemb import airflow_env
@@ -97,7 +97,7 @@ def test_backfill_fresh_then_older_dates_with_an_empty_day(airflow_project, spar
     try:
         # 1. Three fresh dates.
         first = backfill(cfg_path, FRESH[0], FRESH[-1])
-        detail = f"{first.stdout[-4000:]}\n{first.stderr[-3000:]}"
+        detail = f"{first.stdout[-4000:]}\n{first.stderr[-3000:]}\n{service_errors(home)}"
         assert reported_states(first.stdout) == {d.isoformat(): "success" for d in FRESH}, \
             detail + "\n" + task_logs(home, "metaemb_daily", limit=1500)[-20000:]
         assert first.returncode == 0, detail
@@ -119,7 +119,7 @@ def test_backfill_fresh_then_older_dates_with_an_empty_day(airflow_project, spar
         second = backfill(cfg_path, OLDER[0], OLDER[-1])
     finally:
         airflow_sh(cfg_path, "stop", timeout=300)
-    detail = f"{second.stdout[-5000:]}\n{second.stderr[-3000:]}"
+    detail = f"{second.stdout[-5000:]}\n{second.stderr[-3000:]}\n{service_errors(home)}"
     want = {d.isoformat(): "success" for d in OLDER} | {EMPTY.isoformat(): "failed"}
     assert reported_states(second.stdout) == want, detail + "\n" + task_logs(home, "metaemb_daily", 1500)[-20000:]
     assert second.returncode == 1, detail
