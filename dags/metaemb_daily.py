@@ -1,7 +1,8 @@
-"""metaemb_daily: the daily meta-embedding job, one spark-submit per stage.
+"""metaemb_daily: the daily meta-embedding job.
 
-labeled -> samples -> embed -> publish -> check, each `spark-submit pipelines/jobs.py
---stage S --date {{ ds }}` (the run's logical date; Airflow 3's CronTriggerTimetable has
+labeled -> samples -> embed, each `spark-submit pipelines/jobs.py --stage S --date {{ ds }}`,
+then publish -> check, plain Python tasks (delta-rs and Feast, no JVM); all keyed on the
+run's logical date (`{{ ds }}`; Airflow 3's CronTriggerTimetable has
 zero-length data intervals, so the logical date is the key, never data_interval_start).
 Runs never overlap (max_active_runs=1) because they rewrite partitions of the same Delta
 tables. Backfill: `scripts/airflow.sh backfill FROM TO` (airflow backfill create ...).
@@ -13,7 +14,7 @@ from __future__ import annotations
 from airflow.sdk import DAG
 
 from metaemb import airflow_dags as wiring
-from metaemb.airflow_tasks import stage_task
+from metaemb.airflow_tasks import serving_task, stage_task
 
 cfg = wiring.load_config()
 
@@ -29,6 +30,7 @@ with DAG(
     tags=["metaemb"],
     doc_md=__doc__,
 ) as dag:
-    tasks = [stage_task(stage, cfg) for stage in ("labeled", "samples", "embed", "publish", "check")]
+    tasks = [stage_task(stage, cfg) for stage in ("labeled", "samples", "embed")]
+    tasks += [serving_task(stage, cfg) for stage in ("publish", "check")]
     for upstream, downstream in zip(tasks, tasks[1:]):
         upstream >> downstream

@@ -1,14 +1,18 @@
-"""The task factory of the DAGs: the Spark provider's SparkSubmitOperator running one stage.
+"""The task factories of the DAGs: the Spark provider's SparkSubmitOperator for the Spark
+stages (labeled, samples, embed, train), a PythonOperator for the serving stages (publish,
+check), which need no JVM.
 
 Imported by dags/*.py only (it imports Airflow); settings come from metaemb.airflow_dags.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from core import config as config_mod
 from metaemb.airflow_dags import EXIT_NO_RETRY, JOBS_APP, config_file, spark_submit_settings
@@ -57,4 +61,28 @@ def stage_task(stage: str, cfg: config_mod.Config, *, extra_args: list[str] = ()
         # which is safe because every stage replaces exactly its date's partition.
         durable=False,
         doc_md=f"`spark-submit pipelines/jobs.py --stage {stage} --date {{{{ ds }}}}`",
+    )
+
+
+def run_serving_stage(stage: str, run_date: str, config: str | None) -> None:
+    """A PythonOperator's callable: publish or check for the logical date, in the task process."""
+    from metaemb.daily import describe
+    from serving import stages
+
+    cfg = config_mod.load(config)
+    try:
+        result = stages.run(cfg, stage, dt.date.fromisoformat(run_date))
+    except stages.DATA_ERRORS as e:
+        raise AirflowFailException(f"{stage} on {run_date} failed on its data ({type(e).__name__}): {e}; not "
+                                   "retried: fix the input or config, then clear the task") from e
+    print(f"[{run_date}] {stage}: {describe(result)}", flush=True)
+
+
+def serving_task(stage: str, cfg: config_mod.Config) -> PythonOperator:
+    """publish or check as a plain Python task: delta-rs reads and Feast, no spark-submit."""
+    return PythonOperator(
+        task_id=stage,
+        python_callable=run_serving_stage,
+        op_kwargs={"stage": stage, "run_date": "{{ ds }}", "config": config_file(cfg)},
+        doc_md=f"`serving.stages.run(cfg, {stage!r}, {{{{ ds }}}})` in the task process (no JVM)",
     )

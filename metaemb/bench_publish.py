@@ -92,7 +92,7 @@ def bench_publish(cfg: Config, spark, rows: int, *, spark_engine: bool = True, s
             _flush_redis_project(sub)
         store = feast_store.apply(sub)
         try:
-            res = feast_store.write_partition(sub, spark, BENCH_DATE, method, store=store, redis_write=redis_write)
+            res = feast_store.write_partition(sub, BENCH_DATE, method, store=store, redis_write=redis_write)
             err = None
         except Exception as e:  # a stock engine that fails here is reported, not fatal
             log.exception("%s failed", label)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from typing import Callable
 
 from pyspark.sql import SparkSession
 
 from core.config import Config
-from pipelines import embed, labeled, lake, samples
-from serving.check import check
+from pipelines import embed, labeled, samples
+from serving import stages as serving_stages
 
 log = logging.getLogger(__name__)
 STAGES = ("labeled", "samples", "embed", "publish", "check")
@@ -37,31 +36,19 @@ def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
     return ckpt
 
 
-def run_stage(spark: SparkSession, cfg: Config, stage: str, run_date: dt.date, inputs: labeled.Inputs, *,
-              model_version: str | None = None, allow_empty_day: bool = False) -> dict:
+def run_stage(spark: SparkSession | None, cfg: Config, stage: str, run_date: dt.date, inputs: labeled.Inputs | None,
+              *, model_version: str | None = None, allow_empty_day: bool = False) -> dict:
+    """One stage for one date. publish and check need no Spark (spark and inputs may be None)."""
+    if stage in serving_stages.STAGES:
+        return serving_stages.run(cfg, stage, run_date)
     if stage == "labeled":
         return labeled.run(spark, cfg, inputs, run_date, allow_empty_day=allow_empty_day)
     if stage == "samples":
         return samples.run(spark, cfg, run_date)
     if stage == "embed":
         return embed.run(spark, cfg, run_date, load_model(cfg, inputs, model_version))
-    if stage == "publish":
-        from serving.publish import publish
-
-        t = time.perf_counter()
-        result = publish(cfg, spark, run_date)
-        seconds = time.perf_counter() - t
-        rows = getattr(result, "rows", 0)
-        lake.log_stage(spark, cfg, "publish", {run_date: rows}, seconds, getattr(result, "method", ""))
-        return {"stage": "publish", "rows": rows, "seconds": seconds, "method": getattr(result, "method", "")}
     if stage == TRAIN:
         return train_on(spark, cfg, run_date, inputs, allow_empty_day=allow_empty_day)
-    if stage == "check":
-        t = time.perf_counter()
-        out = check(spark, cfg, run_date)
-        out["seconds"] = time.perf_counter() - t
-        lake.log_stage(spark, cfg, "check", {run_date: out["rows"]}, out["seconds"], out["online"])
-        return out
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
 

@@ -1,4 +1,4 @@
-"""`metaemb status`: what ran for which date, read straight from the Delta logs (no Spark start).
+"""`metaemb status`: what ran for which date, read through delta-rs (no Spark start).
 
 Per run date: stages completed, rows per stage, model version, and from publish_log the
 publish state, gate figures (row ratio, mean norm, day-over-day drift) and the online store's
@@ -15,25 +15,19 @@ import pandas as pd
 
 from core import tables
 from core.config import Config
-from pipelines.contract import read_table
+from pipelines import lake
+from serving.publish import publish_log
 
 STAGE_ORDER = ("labeled", "samples", "train", "embed", "publish", "check")
 PUBLISH_COLUMNS = ["run_date", "logged_at", "status", "rows", "row_ratio", "mean_norm", "mean_drift", "message"]
 
 
-def _delta(cfg: Config, name: str, columns: list[str]) -> pd.DataFrame | None:
-    path = cfg.table_path(name)
-    if not (path / "_delta_log").is_dir():
-        return None
-    return read_table(path, columns).to_pandas()
-
-
 def collect(cfg: Config) -> list[dict]:
-    stages = _delta(cfg, tables.STAGE_LOG, ["stage", "run_date", "rows", "seconds", "detail", "completed_at"])
+    stages = lake.stage_log(cfg, ["stage", "run_date", "rows", "seconds", "detail", "completed_at"])
     if stages is None or stages.empty:
         return []
     stages = stages.sort_values("completed_at").groupby(["run_date", "stage"]).last().reset_index()
-    pubs = _delta(cfg, tables.PUBLISH_LOG, PUBLISH_COLUMNS)
+    pubs = publish_log(cfg, PUBLISH_COLUMNS)
     latest_pub = ({} if pubs is None or pubs.empty else
                   {r.run_date: r for r in pubs.sort_values("logged_at").groupby("run_date").last().reset_index()
                    .itertuples()})

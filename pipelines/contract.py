@@ -28,10 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from core.config import Config
-from pipelines import delta_log
+from pipelines import delta_tables
 
 ITEM_ID, EVENT_TS, LABEL, FEATURE_TS = "item_id", "event_timestamp", "label", "feature_timestamp"
 
@@ -92,17 +91,6 @@ def input_format(path: Path) -> str:
     return "parquet"
 
 
-def _delta_schema(path: Path) -> pa.Schema:
-    """Schema of a Delta table from its transaction log."""
-    spark_to_arrow = {"long": pa.int64(), "integer": pa.int32(), "short": pa.int16(), "byte": pa.int8(),
-                      "float": pa.float32(), "double": pa.float64(), "boolean": pa.bool_(),
-                      "string": pa.string(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
-                      "timestamp_ntz": pa.timestamp("us")}
-    fields = delta_log.schema_fields(delta_log.snapshot(path))
-    return pa.schema([(f["name"], spark_to_arrow.get(f["type"], pa.null()) if isinstance(f["type"], str)
-                       else pa.null()) for f in fields])
-
-
 # As Spark reads CSV: only an empty field is null ("NaN" is a float, "NA" a string).
 CSV_CONVERT = pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True)
 
@@ -111,7 +99,7 @@ def file_schema(path: Path) -> pa.Schema:
     """The schema as stored (read_schema: as the pipeline reads it)."""
     fmt = input_format(path)
     if fmt == "delta":
-        return _delta_schema(path)
+        return delta_tables.schema(path)
     if fmt == "csv":
         return pacsv.open_csv(path, convert_options=CSV_CONVERT).schema
     return pads.dataset(path, format="parquet").schema
@@ -138,16 +126,11 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
     if fmt == "csv":
         table = pacsv.read_csv(path, convert_options=CSV_CONVERT).select(columns)
     elif fmt == "delta":
-        files = delta_log.snapshot(path).parquet_files()
-        table = pa.concat_tables(pq.read_table(f, columns=columns) for f in files) if files else None
+        table = delta_tables.read(path, columns)
     else:
         table = pads.dataset(path, format="parquet").to_table(columns=columns)
     schema = read_schema(path)
-    if table is None:
-        return pa.schema([schema.field(c) for c in columns]).empty_table()
-    # Types the schema cannot name (nested Delta types) stay as stored.
-    target = pa.schema([table.schema.field(c) if pa.types.is_null(schema.field(c).type) else schema.field(c)
-                        for c in columns])
+    target = pa.schema([schema.field(c) for c in columns])
     # safe=False: sub-microsecond digits are dropped, as Spark's conversion drops them.
     return table.cast(target, safe=False)
 
@@ -463,7 +446,7 @@ def validate_inputs(cfg: Config, interactions: Path, features: Path | None, *, r
                 count_row_faults(cfg, r, interactions, run_date, window_days)
             except (OSError, pa.ArrowInvalid) as e:
                 r.problems.append(f"{interactions}: unreadable: {e}")
-            except delta_log.DeltaLogError as e:  # e.g. deletion vectors: only Spark reads it right
+            except delta_tables.DeltaReadError as e:  # e.g. deletion vectors: only Spark reads it right
                 r.notes.append(f"row checks skipped ({e}); a run still quarantines faulty rows")
         reports.append(r)
     if features is not None:

@@ -144,7 +144,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, ckpt) -> dict:
         lake.replace_partitions(embedded, cfg, tables.META_EMBEDDINGS, "run_date", [run_date])
         rows = (lake.read_table(spark, cfg, tables.META_EMBEDDINGS)
                 .where(F.col("run_date") == F.lit(run_date)).count())
-    lake.log_stage(spark, cfg, STAGE, {run_date: rows}, t.seconds, f"model={ckpt.version}")
+    lake.log_stage(cfg, STAGE, {run_date: rows}, t.seconds, f"model={ckpt.version}")
     # finetune_s: fine-tune time summed over the workers; the rest of the stage is Spark
     # (read, shuffle, Arrow transfer, Delta write) and its share shows in the bench output
     return {"stage": STAGE, "rows": rows, "seconds": t.seconds, "tasks_per_s": rows / max(t.seconds, 1e-9),

@@ -2,6 +2,7 @@
 
     spark-submit pipelines/jobs.py --stage embed --date 2026-10-30 [--config metaemb.toml]
     spark-submit pipelines/jobs.py --stage train --date 2026-10-27   (the retrain DAG)
+    python pipelines/jobs.py --stage publish --date 2026-10-30        (publish and check start no JVM)
 
 Airflow's SparkSubmitOperator launches this file; `metaemb run` calls the same
 metaemb.daily.run_stage in-process. Like the CLI it is an entry point, not a Spark job:
@@ -27,13 +28,12 @@ from pipelines.spark import get_spark  # noqa: E402
 from metaemb.airflow_dags import EXIT_NO_RETRY  # noqa: E402
 from models import CheckpointError  # noqa: E402
 from pipelines.contract import InputError  # noqa: E402
-from serving.check import CheckError  # noqa: E402
 from pipelines.embed import ModelMismatchError  # noqa: E402
 from pipelines.labeled import EmptyDayError  # noqa: E402
-from serving.publish import GateError  # noqa: E402
+from serving import stages as serving_stages  # noqa: E402
 
 # Failures a retry cannot mend: the same input gives the same error.
-DATA_ERRORS = (InputError, EmptyDayError, CheckpointError, ModelMismatchError, GateError, CheckError)
+DATA_ERRORS = (InputError, EmptyDayError, CheckpointError, ModelMismatchError, *serving_stages.DATA_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_mod.load(args.config)
     try:
-        inputs = resolve_inputs(cfg)
-        spark = get_spark(cfg, app_name=f"metaemb-{args.stage}-{args.date}")
-        result = run_stage(spark, cfg, args.stage, args.date, inputs, model_version=args.model_version,
-                           allow_empty_day=args.allow_empty_day)
+        if args.stage in serving_stages.STAGES:  # no JVM for these
+            result = serving_stages.run(cfg, args.stage, args.date)
+        else:
+            inputs = resolve_inputs(cfg)
+            spark = get_spark(cfg, app_name=f"metaemb-{args.stage}-{args.date}")
+            result = run_stage(spark, cfg, args.stage, args.date, inputs, model_version=args.model_version,
+                               allow_empty_day=args.allow_empty_day)
     except DATA_ERRORS as e:
         logging.getLogger("metaemb.jobs").error("%s on %s failed on its data (%s): %s", args.stage, args.date,
                                                 type(e).__name__, e)

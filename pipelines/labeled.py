@@ -201,7 +201,7 @@ def run(spark: SparkSession, cfg: Config, inputs: Inputs, run_date: dt.date, *, 
         for cached in (labeled, q, checked):
             cached.unpersist()
     rows = sum(per_date.values())
-    lake.log_stage(spark, cfg, STAGE, {d: per_date.get(d, 0) for d in dates}, t.seconds,
+    lake.log_stage(cfg, STAGE, {d: per_date.get(d, 0) for d in dates}, t.seconds,
                    f"run_date={run_date} quarantined={sum(q_counts.values())}")
     return {"stage": STAGE, "rows": rows, "dates_computed": len(dates), "seconds": t.seconds,
             "quarantined": q_counts, "rows_without_features": no_features}

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from core import tables
 from core.config import Config
+from pipelines import delta_tables
 from pipelines.contract import input_format
+
+log = logging.getLogger(__name__)
 
 
 def read_input(spark: SparkSession, path: Path) -> DataFrame:
@@ -21,11 +26,31 @@ def read_input(spark: SparkSession, path: Path) -> DataFrame:
 
 
 def table_exists(cfg: Config, name: str) -> bool:
-    return (cfg.table_path(name) / "_delta_log").is_dir()
+    return delta_tables.exists(cfg.table_path(name))
 
 
 def read_table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
     return spark.read.format("delta").load(str(cfg.table_path(name)))
+
+
+def read_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
+             date_column: str = tables.RUN_DATE) -> pa.Table:
+    """One date partition of a stage table as Arrow, on the driver: delta-rs, no Spark.
+
+    A table delta-rs' Arrow reader refuses (deletion vectors, column mapping) is read through
+    Spark instead; only then does a session start.
+    """
+    path = cfg.table_path(name)
+    try:
+        return delta_tables.read(path, columns, filters=[(date_column, "=", run_date)]).select(columns)
+    except delta_tables.DeltaReadError as e:
+        log.info("reading %s through Spark (%s)", path, e)
+    from pyspark.sql import functions as F
+
+    from pipelines.spark import get_spark
+
+    df = read_table(get_spark(cfg), cfg, name).where(F.col(date_column) == F.lit(run_date))
+    return df.select(*columns).toArrow()
 
 
 def sql_date(d: dt.date) -> str:
@@ -43,33 +68,38 @@ def replace_partitions(df: DataFrame, cfg: Config, name: str, column: str, dates
        .partitionBy(column).save(str(cfg.table_path(name))))
 
 
-def log_stage(spark: SparkSession, cfg: Config, stage: str, rows_by_date: dict[dt.date, int],
-              seconds: float, detail: str = "") -> None:
+STAGE_LOG_SCHEMA = pa.schema([("stage", pa.string()), ("run_date", pa.date32()), ("rows", pa.int64()),
+                              ("seconds", pa.float64()), ("detail", pa.string()),
+                              ("completed_at", pa.timestamp("us", tz="UTC"))])
+
+
+def log_stage(cfg: Config, stage: str, rows_by_date: dict[dt.date, int], seconds: float, detail: str = "") -> None:
     """Append completion records (one per date) to the stage_log table (read by `metaemb status`)."""
     now = dt.datetime.now(dt.timezone.utc)
-    rows = [(stage, d, int(n), float(seconds), detail, now) for d, n in sorted(rows_by_date.items())]
-    df = spark.createDataFrame(rows, "stage string, run_date date, rows long, seconds double, detail string, "
-                                    "completed_at timestamp")
-    df.write.format("delta").mode("append").save(str(cfg.table_path(tables.STAGE_LOG)))
+    days = sorted(rows_by_date)
+    rows = {"stage": [stage] * len(days), "run_date": days, "rows": [int(rows_by_date[d]) for d in days],
+            "seconds": [float(seconds)] * len(days), "detail": [detail] * len(days), "completed_at": [now] * len(days)}
+    delta_tables.append(cfg.table_path(tables.STAGE_LOG), pa.table(rows, schema=STAGE_LOG_SCHEMA))
+
+
+def stage_log(cfg: Config, columns: list[str]):
+    """The stage_log table as pandas (None before the first stage completed)."""
+    if not table_exists(cfg, tables.STAGE_LOG):
+        return None
+    return delta_tables.read(cfg.table_path(tables.STAGE_LOG), columns).to_pandas()
 
 
 def completed_dates(cfg: Config, stage: str) -> set[dt.date]:
-    """Dates a stage has completed, read from stage_log's files directly (a Spark job cost ~4 s)."""
-    from pipelines.contract import read_table as read_delta_files
-
-    if not table_exists(cfg, tables.STAGE_LOG):
-        return set()
-    log = read_delta_files(cfg.table_path(tables.STAGE_LOG), ["stage", "run_date"]).to_pandas()
-    return set(log.loc[log["stage"] == stage, "run_date"])
+    """Dates a stage has completed."""
+    log = stage_log(cfg, ["stage", "run_date"])
+    return set() if log is None else set(log.loc[log["stage"] == stage, "run_date"])
 
 
 def stage_detail(cfg: Config, stage: str, run_date: dt.date) -> str:
     """The detail of the stage's latest stage_log record for run_date ("" when none)."""
-    from pipelines.contract import read_table as read_delta_files
-
-    if not table_exists(cfg, tables.STAGE_LOG):
+    log = stage_log(cfg, ["stage", "run_date", "detail", "completed_at"])
+    if log is None:
         return ""
-    log = read_delta_files(cfg.table_path(tables.STAGE_LOG), ["stage", "run_date", "detail", "completed_at"]).to_pandas()
     log = log[(log["stage"] == stage) & (log["run_date"] == run_date)].sort_values("completed_at")
     return str(log["detail"].iloc[-1]) if len(log) else ""
 

@@ -59,5 +59,5 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
         lake.replace_partitions(build(spark, cfg, run_date), cfg, tables.TASK_SAMPLES, "run_date", [run_date])
         stats = (lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
                  .agg(F.count("*").alias("tasks"), F.sum("n_samples").alias("samples")).first())
-    lake.log_stage(spark, cfg, STAGE, {run_date: stats.tasks}, t.seconds, f"samples={stats.samples}")
+    lake.log_stage(cfg, STAGE, {run_date: stats.tasks}, t.seconds, f"samples={stats.samples}")
     return {"stage": STAGE, "rows": stats.tasks, "samples": int(stats.samples or 0), "seconds": t.seconds}

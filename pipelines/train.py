@@ -51,6 +51,6 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
                      meta_columns=list(inputs.meta_columns), context_columns=list(inputs.context_columns),
                      progress=progress)
         path = save_checkpoint(ckpt, cfg.path(cfg.model.checkpoint_dir))
-    lake.log_stage(spark, cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
+    lake.log_stage(cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
     return {"stage": STAGE, "tasks": n, "seconds": t.seconds, "model_version": ckpt.version,
             "checkpoint": str(path), "metrics": ckpt.metrics}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from core import tables
 from core.config import Config
@@ -18,61 +18,65 @@ class CheckError(RuntimeError):
     """The end-of-run check found the published day inconsistent with the Delta tables."""
 
 
-def check(spark: SparkSession, cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
+def check(cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
     """The day's Delta partition is complete, and the online store holds what publish left there.
 
     Complete: one embedding per task of task_samples, no duplicate keys, all finite, one model
     version, the one the embed stage logged. Online: when publish pushed the day, sampled keys
     serve this day's embeddings; when publish skipped it because a newer day is online (a
     backfill of an older date), the same keys still serve that newer day's embeddings unchanged.
+    No Spark: the partitions are read through delta-rs.
     """
     from serving import feast_store
     from serving import publish as publish_stage
 
-    on_day = lambda name, day=run_date: lake.read_table(spark, cfg, name).where(F.col(tables.RUN_DATE) == F.lit(day))  # noqa: E731
     keys = list(cfg.data.task_key)
-    emb = on_day(tables.META_EMBEDDINGS)
-    problems = partition_problems(spark, cfg, run_date, emb, on_day(tables.TASK_SAMPLES).count())
+    by_key = [(k, "ascending") for k in keys]
+    emb = feast_store.read_partition(cfg, run_date, [*keys, tables.EMBEDDING, tables.MODEL_VERSION])
+    tasks = lake.read_day(cfg, tables.TASK_SAMPLES, run_date, keys).num_rows
+    problems = partition_problems(cfg, run_date, emb, tasks)
     store = feast_store.feature_store(cfg)
     try:
-        outcome = publish_stage.latest_outcome(cfg, spark, run_date, store)
+        outcome = publish_stage.latest_outcome(cfg, run_date, store)
     except feast_store.PublishError as e:
         raise CheckError("; ".join([*problems, str(e)])) from e
     if outcome is None:
         problems.append(f"publish_log has no row for {run_date}: run the publish stage first")
         raise CheckError("; ".join(problems))
     served = outcome.served_date
-    sample = emb.select(*keys).orderBy(*keys).limit(sample_keys)
-    if served != run_date:
-        sample = sample.join(on_day(tables.META_EMBEDDINGS, served).select(*keys), on=keys, how="inner")
-    want = (on_day(tables.META_EMBEDDINGS, served).join(sample, on=keys, how="inner")
-            .orderBy(*keys).select(*keys, tables.EMBEDDING).toPandas())
+    sample = emb.select(keys).sort_by(by_key).slice(0, sample_keys)
+    served_rows = emb if served == run_date else feast_store.read_partition(cfg, served, [*keys, tables.EMBEDDING])
+    want = served_rows.take(_rows_with_keys(served_rows, sample, keys)).sort_by(by_key).to_pandas()
     if len(want):
         problems += online_mismatch(cfg, store, want, keys, served)
     if problems:
         raise CheckError("; ".join(problems))
-    return {"stage": "check", "rows": int(emb.count()), "sampled_lookups": len(want),
-            "online": outcome.describe()}
+    return {"stage": "check", "rows": emb.num_rows, "sampled_lookups": len(want), "online": outcome.describe()}
 
 
-def partition_problems(spark: SparkSession, cfg: Config, run_date: dt.date, emb, tasks: int) -> list[str]:
+def _rows_with_keys(table: pa.Table, keys_table: pa.Table, keys: list[str]) -> pa.Array:
+    """Indices of table's rows whose keys appear in keys_table (Arrow joins carry no list columns)."""
+    indexed = table.select(keys).append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    return indexed.join(keys_table.select(keys), keys=keys, join_type="inner")["_row"].combine_chunks()
+
+
+def partition_problems(cfg: Config, run_date: dt.date, emb: pa.Table, tasks: int) -> list[str]:
     """What is wrong with the run_date partition of meta_embeddings ([] when it is complete)."""
+    from serving.publish import Embeddings
+
     keys = list(cfg.data.task_key)
-    stats = emb.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.countDistinct(F.concat_ws("\x1f", *[F.col(k).cast("string") for k in keys])).alias("distinct"),
-        F.sum(F.when(F.exists(tables.EMBEDDING, lambda x: F.isnan(x) | (F.abs(x) == float("inf"))), 1)
-              .otherwise(0)).alias("non_finite"),
-        F.collect_set(tables.MODEL_VERSION).alias("versions"),
-    ).collect()[0]
-    rows, versions = int(stats["rows"]), sorted(stats["versions"] or [])
+    rows = emb.num_rows
+    distinct = emb.group_by(keys).aggregate([]).num_rows
+    figures = Embeddings.of(emb[tables.EMBEDDING])
+    non_finite = int((figures.null | figures.non_finite).sum())
+    versions = sorted(v for v in pc.unique(emb[tables.MODEL_VERSION]).to_pylist() if v is not None)
     problems = []
     if rows != tasks:
         problems.append(f"meta_embeddings has {rows} rows for {run_date}, task_samples has {tasks} tasks")
-    if int(stats["distinct"]) != rows:
-        problems.append(f"meta_embeddings has {rows - int(stats['distinct'])} duplicate task keys for {run_date}")
-    if stats["non_finite"]:
-        problems.append(f"{stats['non_finite']} embeddings with NaN/inf for {run_date}")
+    if distinct != rows:
+        problems.append(f"meta_embeddings has {rows - distinct} duplicate task keys for {run_date}")
+    if non_finite:
+        problems.append(f"{non_finite} embeddings with NaN/inf for {run_date}")
     embedded_with = lake.stage_detail(cfg, "embed", run_date).removeprefix("model=")
     if rows and versions != [embedded_with]:
         problems.append(f"meta_embeddings for {run_date} holds model version(s) {versions}, "

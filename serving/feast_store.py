@@ -5,10 +5,10 @@
   `render_yaml(cfg)` writes the same settings as a feature_store.yaml; the committed
   feature_repo/feature_store.yaml is render_yaml(defaults) (a test keeps them equal).
 * `apply(cfg)` registers feature_repo/definitions.build(cfg) and creates the online table.
-* `write_partition(cfg, spark, run_date, method)` pushes one run_date partition of
+* `write_partition(cfg, run_date, method)` pushes one run_date partition of
   meta_embeddings into the online store, either through Feast's stock
   `FeatureStore.materialize` ("materialize") or through the bulk path ("fast"):
-  Spark -> Arrow -> value protos serialized in bulk (numpy) -> the online store's own
+  delta-rs -> Arrow -> value protos serialized in bulk (numpy) -> the online store's own
   table / key layout, in ONE transaction (SQLite: one `BEGIN..COMMIT`, WAL journal;
   Redis: one MULTI/EXEC), then `registry.apply_materialization` for the day's interval.
   A kill -9 at any point leaves either the previous state or the whole new day.
@@ -36,7 +36,7 @@ import numpy as np
 
 from core import tables
 from core.config import Config
-from pipelines import delta_log
+from pipelines import lake
 from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -188,35 +188,13 @@ def served_day(materialized_end: datetime) -> date:
     return (materialized_end - timedelta(days=1)).date()
 
 
-def read_partition(cfg: Config, spark, run_date: date):
-    """The run_date partition of meta_embeddings as an Arrow table (driver side).
-
-    The partition's data files come from the Delta log (pipelines.delta_log) and are read
-    straight into Arrow: on this box a cold Spark `inputFiles()` alone took 1.4 s for a day
-    that Arrow reads in 0.1 s. A table this reader can't replay (deletion vectors, column
-    mapping, v2 checkpoints ...) is read through Spark (`toArrow`).
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from pyspark.sql import functions as F
-
-    path = cfg.table_path(tables.META_EMBEDDINGS)
-    if not (path / "_delta_log").is_dir():
-        raise PublishError(f"{path}: no Delta table meta_embeddings to publish from")
-    cols = [*cfg.data.task_key, tables.EMBEDDING, tables.N_SAMPLES, tables.MODEL_VERSION,
-            tables.EVENT_TIMESTAMP, tables.CREATED_TIMESTAMP]
-    try:
-        files = delta_log.snapshot(path).parquet_files({tables.RUN_DATE: run_date.isoformat()})
-    except delta_log.DeltaLogError as e:
-        log.info("reading %s through Spark (%s)", path, e)
-        files = None
-    if files:
-        parts = [pq.read_table(f, columns=cols) for f in files]
-        table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-        return table.select(cols)
-    df = (spark.read.format("delta").load(str(path))
-          .where(F.col(tables.RUN_DATE) == F.lit(run_date)).select(*cols))
-    return df.toArrow()  # also the empty day, typed by Spark
+def read_partition(cfg: Config, run_date: date, columns: list[str] | None = None):
+    """The run_date partition of meta_embeddings as an Arrow table (driver side, delta-rs)."""
+    if not lake.table_exists(cfg, tables.META_EMBEDDINGS):
+        raise PublishError(f"{cfg.table_path(tables.META_EMBEDDINGS)}: no Delta table meta_embeddings to publish from")
+    cols = columns or [*cfg.data.task_key, tables.EMBEDDING, tables.N_SAMPLES, tables.MODEL_VERSION,
+                       tables.EVENT_TIMESTAMP, tables.CREATED_TIMESTAMP]
+    return lake.read_day(cfg, tables.META_EMBEDDINGS, run_date, cols)
 
 
 @dataclass
@@ -544,7 +522,7 @@ def latest_materialized(store) -> datetime | None:
     return max(ends) if ends else None
 
 
-def write_partition(cfg: Config, spark, run_date: date, method: str | None = None, store=None,
+def write_partition(cfg: Config, run_date: date, method: str | None = None, store=None,
                     table=None, redis_write: Callable | None = None) -> WriteResult:
     """Push one run_date partition into the online store; no gate (see publish.publish).
     redis_write(store, encoded) replaces the fast path's Redis writer (the publish
@@ -561,7 +539,7 @@ def write_partition(cfg: Config, spark, run_date: date, method: str | None = Non
     elif method == "fast":
         phases = {}
         if table is None:
-            table = read_partition(cfg, spark, run_date)
+            table = read_partition(cfg, run_date)
         t1 = time.perf_counter()
         phases["read"] = t1 - t0
         enc = encode_partition(cfg, table)

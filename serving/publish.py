@@ -1,6 +1,6 @@
 """Publish stage: gate the run_date's embeddings, push them to Feast's online store, log it.
 
-    publish(cfg, spark, run_date) -> PublishResult
+    publish(cfg, run_date) -> PublishResult          (no Spark: delta-rs reads, numpy figures)
         1. check_gate(): NaN/inf, empty day, row count vs the previous published day,
            mean embedding norm, day-over-day mean cosine drift on common keys. A failure
            raises GateError (with every figure) before the online store is touched; the
@@ -12,7 +12,7 @@
            in WAL mode / Redis MULTI..EXEC) and then records the interval in Feast's
            registry, so a kill -9 at any moment leaves the previous complete day served.
            "materialize" is Feast's stock path (batched, not atomic across batches).
-        4. One row appended to the Delta table publish_log (run_date, rows, method,
+        4. One row appended (delta-rs) to the Delta table publish_log (run_date, rows, method,
            seconds, gate figures, status).
 
 Re-publishing a date overwrites the same keys with the same values: idempotent.
@@ -26,8 +26,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from core import tables
 from core.config import Config
+from pipelines import delta_tables
 from serving import feast_store
 
 log = logging.getLogger(__name__)
@@ -85,64 +90,56 @@ class PublishResult:
 
 # ---------------------------------------------------------------------- publish_log
 
-
-def _log_schema():
-    from pyspark.sql import types as T
-
-    return T.StructType([
-        T.StructField("run_date", T.DateType(), False),
-        T.StructField("logged_at", T.TimestampType(), False),
-        T.StructField("status", T.StringType(), False),  # published | blocked | skipped
-        T.StructField("method", T.StringType(), False),
-        T.StructField("online_store", T.StringType(), False),
-        T.StructField("rows", T.LongType(), False),
-        T.StructField("seconds", T.DoubleType(), False),
-        T.StructField("nan_inf_rows", T.LongType(), True),
-        T.StructField("mean_norm", T.DoubleType(), True),
-        T.StructField("prev_run_date", T.DateType(), True),
-        T.StructField("prev_rows", T.LongType(), True),
-        T.StructField("row_ratio", T.DoubleType(), True),
-        T.StructField("common_keys", T.LongType(), True),
-        T.StructField("mean_drift", T.DoubleType(), True),
-        T.StructField("model_version", T.StringType(), True),
-        T.StructField("message", T.StringType(), True),
-    ])
+LOG_SCHEMA = pa.schema([
+    ("run_date", pa.date32(), False),
+    ("logged_at", pa.timestamp("us", tz="UTC"), False),
+    ("status", pa.string(), False),  # published | blocked | skipped
+    ("method", pa.string(), False),
+    ("online_store", pa.string(), False),
+    ("rows", pa.int64(), False),
+    ("seconds", pa.float64(), False),
+    ("nan_inf_rows", pa.int64()),
+    ("mean_norm", pa.float64()),
+    ("prev_run_date", pa.date32()),
+    ("prev_rows", pa.int64()),
+    ("row_ratio", pa.float64()),
+    ("common_keys", pa.int64()),
+    ("mean_drift", pa.float64()),
+    ("model_version", pa.string()),
+    ("message", pa.string()),
+])
 
 
 def _finite(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
-def log_publish(cfg: Config, spark, run_date: date, *, status: str, method: str, rows: int,
+def log_publish(cfg: Config, run_date: date, *, status: str, method: str, rows: int,
                 seconds: float, gate: GateReport | None, message: str = "") -> None:
+    """Append one row to publish_log (delta-rs: the table's only writer)."""
     g = gate or GateReport(run_date=run_date, rows=rows)
-    row = (run_date, datetime.now(timezone.utc).replace(tzinfo=None), status, method,
-           cfg.feast.online_store, int(rows), float(seconds), int(g.nan_inf_rows),
-           _finite(float(g.mean_norm)), g.prev_run_date, g.prev_rows, _finite(g.row_ratio),
-           int(g.common_keys), _finite(g.mean_drift), g.model_version or None, message[:2000])
-    df = spark.createDataFrame([row], schema=_log_schema())
-    df.write.format("delta").mode("append").save(str(cfg.table_path(tables.PUBLISH_LOG)))
+    row = (run_date, datetime.now(timezone.utc), status, method, cfg.feast.online_store, int(rows),
+           float(seconds), int(g.nan_inf_rows), _finite(float(g.mean_norm)), g.prev_run_date, g.prev_rows,
+           _finite(g.row_ratio), int(g.common_keys), _finite(g.mean_drift), g.model_version or None, message[:2000])
+    table = pa.Table.from_pylist([dict(zip(LOG_SCHEMA.names, row))], schema=LOG_SCHEMA)
+    delta_tables.append(cfg.table_path(tables.PUBLISH_LOG), table)
 
 
-def publish_log(cfg: Config, spark):
-    """The publish_log table as a DataFrame (None when nothing was ever published)."""
+def publish_log(cfg: Config, columns: list[str] | None = None):
+    """The publish_log table as pandas, oldest first (None when nothing was ever published)."""
     path = cfg.table_path(tables.PUBLISH_LOG)
-    if not (path / "_delta_log").is_dir():
+    if not delta_tables.exists(path):
         return None
-    return spark.read.format("delta").load(str(path))
+    return delta_tables.read(path, columns).to_pandas().sort_values("logged_at", kind="stable")
 
 
-def previous_published(cfg: Config, spark, run_date: date) -> tuple[date, int] | None:
+def previous_published(cfg: Config, run_date: date) -> tuple[date, int] | None:
     """(run_date, rows) of the newest day before run_date that was published."""
-    from pyspark.sql import functions as F
-
-    df = publish_log(cfg, spark)
+    df = publish_log(cfg, ["run_date", "logged_at", "status", "rows"])
     if df is None:
         return None
-    row = (df.where((F.col("status") == "published") & (F.col("run_date") < F.lit(run_date)))
-           .orderBy(F.col("run_date").desc(), F.col("logged_at").desc())
-           .select("run_date", "rows").limit(1).collect())
-    return (row[0]["run_date"], row[0]["rows"]) if row else None
+    df = df[(df["status"] == "published") & (df["run_date"] < run_date)].sort_values(["run_date", "logged_at"])
+    return (df["run_date"].iloc[-1], int(df["rows"].iloc[-1])) if len(df) else None
 
 
 def written_not_served(served: date) -> str:
@@ -163,22 +160,19 @@ class Outcome:
         return written_not_served(self.served_date)
 
 
-def latest_outcome(cfg: Config, spark, run_date: date, store=None) -> Outcome | None:
+def latest_outcome(cfg: Config, run_date: date, store=None) -> Outcome | None:
     """The run_date's latest publish_log status and the day the online store serves now.
 
     None when publish never ran for run_date. A blocked or never-pushed day raises
     PublishError: check has nothing consistent to verify then.
     """
-    from pyspark.sql import functions as F
-
-    df = publish_log(cfg, spark)
-    rows = [] if df is None else (df.where(F.col("run_date") == F.lit(run_date))
-                                  .orderBy(F.col("logged_at").desc()).select("status", "message").limit(1).collect())
-    if not rows:
+    df = publish_log(cfg, ["run_date", "logged_at", "status", "message"])
+    rows = None if df is None else df[df["run_date"] == run_date]
+    if rows is None or not len(rows):
         return None
-    status = rows[0]["status"]
+    status, message = rows["status"].iloc[-1], rows["message"].iloc[-1]
     if status == "blocked":
-        raise feast_store.PublishError(f"publish of {run_date} was blocked by the gate: {rows[0]['message']}")
+        raise feast_store.PublishError(f"publish of {run_date} was blocked by the gate: {message}")
     newest = feast_store.latest_materialized(store or feast_store.feature_store(cfg))
     served = feast_store.served_day(newest) if newest is not None else None
     if served is None or served < run_date:
@@ -191,31 +185,67 @@ def latest_outcome(cfg: Config, spark, run_date: date, store=None) -> Outcome | 
 # ---------------------------------------------------------------------------- gate
 
 
-def check_gate(cfg: Config, spark, run_date: date, *, raise_on_failure: bool = True) -> GateReport:
-    """Figures of the run_date partition vs the previous published day; GateError if out of bounds."""
-    from pyspark.sql import functions as F
+@dataclass
+class Embeddings:
+    """One day's embedding column, row-wise figures in numpy (float64)."""
+    null: np.ndarray  # [n] bool: no embedding
+    non_finite: np.ndarray  # [n] bool: some element NaN/inf/null
+    length: np.ndarray  # [n] int: elements per row (-1 when null)
+    squares: np.ndarray  # [n] sum of squared elements
+    values: np.ndarray  # flattened elements
+    parents: np.ndarray  # row of each element
 
-    path = cfg.table_path(tables.META_EMBEDDINGS)
-    if not (path / "_delta_log").is_dir():
-        raise feast_store.PublishError(f"{path}: no Delta table meta_embeddings to publish from")
-    dim = cfg.model.embedding_dim
-    emb = F.col(tables.EMBEDDING)
-    table = spark.read.format("delta").load(str(path))
-    today = table.where(F.col(tables.RUN_DATE) == F.lit(run_date))
-    nonfinite = F.exists(emb, lambda x: F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
-    norm = F.sqrt(F.aggregate(emb, F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x))
-    stats = today.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.when(emb.isNull() | nonfinite, 1).otherwise(0)).alias("nan_inf"),
-        F.sum(F.when(emb.isNotNull() & (F.size(emb) != dim), 1).otherwise(0)).alias("bad_len"),
-        F.avg(F.when(emb.isNotNull() & ~nonfinite, norm)).alias("mean_norm"),
-        F.max(tables.MODEL_VERSION).alias("model_version"),
-    ).collect()[0]
-    g = cfg.gate
-    rep = GateReport(run_date=run_date, rows=int(stats["rows"]), nan_inf_rows=int(stats["nan_inf"] or 0),
-                     bad_length_rows=int(stats["bad_len"] or 0),
-                     mean_norm=float(stats["mean_norm"]) if stats["mean_norm"] is not None else float("nan"),
-                     model_version=stats["model_version"] or "")
+    @classmethod
+    def of(cls, column: pa.ChunkedArray) -> "Embeddings":
+        col = column.combine_chunks()
+        n = len(col)
+        values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
+        parents = pc.list_parent_indices(col).to_numpy(zero_copy_only=False)
+        non_finite = np.zeros(n, dtype=bool)
+        non_finite[parents[~np.isfinite(values)]] = True
+        return cls(null=col.is_null().to_numpy(zero_copy_only=False), non_finite=non_finite,
+                   length=pc.list_value_length(col).fill_null(-1).to_numpy(zero_copy_only=False),
+                   squares=np.bincount(parents, weights=np.where(np.isfinite(values), values, 0.0) ** 2, minlength=n),
+                   values=values, parents=parents)
+
+    def matrix(self, rows: np.ndarray, dim: int) -> np.ndarray:
+        """[len(rows), dim] of rows that each hold exactly dim elements."""
+        starts = np.concatenate([[0], np.cumsum(np.maximum(self.length, 0))])[rows]
+        return self.values[starts[:, None] + np.arange(dim)]
+
+
+def _mean_cosine(keys: list[str], today: pa.Table, a: Embeddings, before: pa.Table, dim: int) -> tuple[int, float | None]:
+    """(common keys, mean cosine over those whose both vectors are non-zero) of two days."""
+    b = Embeddings.of(before[tables.EMBEDDING])
+    left = today.select(keys).append_column("_a", pa.array(np.arange(today.num_rows)))
+    right = before.select(keys).append_column("_b", pa.array(np.arange(before.num_rows)))
+    pairs = left.join(right, keys=keys, join_type="inner")
+    ia, ib = (pairs[c].to_numpy() for c in ("_a", "_b"))
+    same = (a.length[ia] == dim) & (b.length[ib] == dim)
+    ia, ib = ia[same], ib[same]
+    na, nb = np.sqrt(a.squares[ia]), np.sqrt(b.squares[ib])
+    ok = (na > 0) & (nb > 0)
+    if not ok.any():
+        return len(pairs), None
+    dot = (a.matrix(ia[ok], dim) * b.matrix(ib[ok], dim)).sum(1)
+    return len(pairs), float(np.mean(dot / (na[ok] * nb[ok])))
+
+
+def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
+               raise_on_failure: bool = True) -> GateReport:
+    """Figures of the run_date partition vs the previous published day; GateError if out of bounds.
+
+    today: the day's partition as feast_store.read_partition returns it (read when None).
+    """
+    today = feast_store.read_partition(cfg, run_date) if today is None else today
+    dim, g = cfg.model.embedding_dim, cfg.gate
+    emb = Embeddings.of(today[tables.EMBEDDING])
+    usable = ~emb.null & ~emb.non_finite
+    versions = pc.max(today[tables.MODEL_VERSION]).as_py() if today.num_rows else None
+    rep = GateReport(run_date=run_date, rows=today.num_rows, nan_inf_rows=int((emb.null | emb.non_finite).sum()),
+                     bad_length_rows=int((~emb.null & (emb.length != dim)).sum()),
+                     mean_norm=float(np.sqrt(emb.squares[usable]).mean()) if usable.any() else float("nan"),
+                     model_version=versions or "")
     if rep.rows == 0:
         rep.failures.append("no rows for this run_date (empty day)")
     if rep.nan_inf_rows:
@@ -226,7 +256,7 @@ def check_gate(cfg: Config, spark, run_date: date, *, raise_on_failure: bool = T
         rep.failures.append(f"mean embedding norm {rep.mean_norm:.4g} outside "
                             f"[{g.min_mean_norm:g}, {g.max_mean_norm:g}]")
 
-    prev = previous_published(cfg, spark, run_date)
+    prev = previous_published(cfg, run_date)
     if prev is not None and rep.rows:
         rep.prev_run_date, rep.prev_rows = prev
         rep.row_ratio = rep.rows / rep.prev_rows if rep.prev_rows else float("inf")
@@ -235,20 +265,10 @@ def check_gate(cfg: Config, spark, run_date: date, *, raise_on_failure: bool = T
                 f"row count {rep.rows} vs {rep.prev_rows} on {rep.prev_run_date}: ratio "
                 f"{rep.row_ratio:.4g} outside [{g.min_row_ratio:g}, {g.max_row_ratio:g}]")
         if not rep.nan_inf_rows and not rep.bad_length_rows:
-            keys = cfg.data.task_key
-            a = today.select(*keys, emb.alias("a"))
-            b = (table.where(F.col(tables.RUN_DATE) == F.lit(rep.prev_run_date))
-                 .select(*keys, emb.alias("b")))
-            dot = F.aggregate(F.zip_with("a", "b", lambda x, y: x.cast("double") * y),
-                              F.lit(0.0).cast("double"), lambda acc, x: acc + x)
-            na = F.sqrt(F.aggregate("a", F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x))
-            nb = F.sqrt(F.aggregate("b", F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x))
-            cos = F.when((na > 0) & (nb > 0), dot / (na * nb))
-            d = a.join(b, on=keys, how="inner").agg(F.count(F.lit(1)).alias("n"),
-                                                    F.avg(cos).alias("cos")).collect()[0]
-            rep.common_keys = int(d["n"])
-            if rep.common_keys and d["cos"] is not None:
-                rep.mean_cosine = float(d["cos"])
+            keys = list(cfg.data.task_key)
+            before = feast_store.read_partition(cfg, rep.prev_run_date, columns=[*keys, tables.EMBEDDING])
+            rep.common_keys, rep.mean_cosine = _mean_cosine(keys, today, emb, before, dim)
+            if rep.common_keys and rep.mean_cosine is not None:
                 rep.mean_drift = 1.0 - rep.mean_cosine
                 if rep.mean_drift > g.max_mean_drift:
                     rep.failures.append(
@@ -264,17 +284,17 @@ def check_gate(cfg: Config, spark, run_date: date, *, raise_on_failure: bool = T
 # -------------------------------------------------------------------------- publish
 
 
-def publish(cfg: Config, spark, run_date: date, *, method: str | None = None,
-            skip_gate: bool = False) -> PublishResult:
+def publish(cfg: Config, run_date: date, *, method: str | None = None, skip_gate: bool = False) -> PublishResult:
     """Gate, then push the run_date partition of meta_embeddings to the online store, then log."""
     method = method or cfg.feast.publish_method
     t0 = time.perf_counter()
     gate = None
+    today = feast_store.read_partition(cfg, run_date)
     if not skip_gate:
         try:
-            gate = check_gate(cfg, spark, run_date)
+            gate = check_gate(cfg, run_date, today)
         except GateError as e:
-            log_publish(cfg, spark, run_date, status="blocked", method=method, rows=e.report.rows,
+            log_publish(cfg, run_date, status="blocked", method=method, rows=e.report.rows,
                         seconds=time.perf_counter() - t0, gate=e.report, message=str(e))
             log.error("%s", e)
             raise
@@ -290,14 +310,13 @@ def publish(cfg: Config, spark, run_date: date, *, method: str | None = None,
         msg = (f"{written_not_served(feast_store.served_day(newest))}: {run_date} not pushed online, "
                f"the online store already serves a newer day (materialized up to {newest.isoformat()})")
         log.warning("%s", msg)
-        log_publish(cfg, spark, run_date, status="skipped", method=method, rows=0,
+        log_publish(cfg, run_date, status="skipped", method=method, rows=0,
                     seconds=time.perf_counter() - t0, gate=gate, message=msg)
         return PublishResult(run_date, 0, time.perf_counter() - t0, method, cfg.feast.online_store,
                              "skipped", gate)
-    res = feast_store.write_partition(cfg, spark, run_date, method, store=store)
+    res = feast_store.write_partition(cfg, run_date, method, store=store, table=today)
     rows = res.rows if res.rows >= 0 else (gate.rows if gate else -1)
-    log_publish(cfg, spark, run_date, status="published", method=method, rows=rows,
-                seconds=res.seconds, gate=gate)
+    log_publish(cfg, run_date, status="published", method=method, rows=rows, seconds=res.seconds, gate=gate)
     return PublishResult(run_date, rows, res.seconds, method, cfg.feast.online_store, "published", gate)
 
 

@@ -37,9 +37,9 @@ def test_check_follows_what_publish_did(airflow_project, spark, tmp_path):
     doubled = emb.withColumn(tables.EMBEDDING, F.transform(tables.EMBEDDING, lambda x: x * F.lit(2.0).cast("float"))).localCheckpoint()
     lake.replace_partitions(doubled, cfg, tables.META_EMBEDDINGS, tables.RUN_DATE, [D2])
     with pytest.raises(CheckError, match=f"online store does not serve {D2}'s embeddings"):
-        check(spark, cfg, D1)
+        check(cfg, D1)
 
     # A day publish never ran for.
     run_daily(spark, cfg, D3, inputs, stages=("labeled", "samples", "embed"), **quiet)
     with pytest.raises(CheckError, match=f"publish_log has no row for {D3}"):
-        check(spark, cfg, D3)
+        check(cfg, D3)

@@ -88,7 +88,7 @@ def test_feast_cli_apply_on_the_repo_as_written(spark, tmp_path):
     assert store.get_feature_service("metaemb").name == "metaemb"
     assert sorted(e.name for e in store.list_entities()) == ["user_id"]
     # ...and a publish + lookup through the CLI-applied registry works
-    feast_store.write_partition(cfg, spark, D1, "fast", store=store)
+    feast_store.write_partition(cfg, D1, "fast", store=store)
     out = feast_store.lookup(cfg, [{"user_id": "u3"}])
     np.testing.assert_allclose(out["embedding"][0], random_embeddings(20)[3], rtol=0, atol=0)
 
@@ -113,8 +113,8 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
     emb1 = random_embeddings(N, seed=1)
     write_meta_embeddings(spark, a, D1, keys(), emb1, model_version="m1")
     # write_partition = publish without gate/log (those are covered below); same store calls
-    ra = feast_store.write_partition(a, spark, D1, "fast", store=feast_store.apply(a))
-    feast_store.write_partition(b, spark, D1, "materialize", store=feast_store.apply(b))
+    ra = feast_store.write_partition(a, D1, "fast", store=feast_store.apply(a))
+    feast_store.write_partition(b, D1, "materialize", store=feast_store.apply(b))
     assert ra.rows == N
     la, lb = all_rows(a), all_rows(b)
     assert la.equals(lb), (la.head(), lb.head())
@@ -129,8 +129,8 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
     # day 2: a subset of keys with new values -> both paths agree again (upsert semantics)
     emb2 = random_embeddings(N, seed=2) * 0.1 + emb1  # small drift
     write_meta_embeddings(spark, a, D2, keys(150), emb2[:150], model_version="m2")
-    feast_store.write_partition(a, spark, D2, "fast")
-    feast_store.write_partition(b, spark, D2, "materialize")
+    feast_store.write_partition(a, D2, "fast")
+    feast_store.write_partition(b, D2, "materialize")
     la2, lb2 = all_rows(a), all_rows(b)
     assert la2.equals(lb2)
     assert (la2.model_version == "m2").sum() == 150 and (la2.model_version == "m1").sum() == N - 150
@@ -139,16 +139,16 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
 def test_republish_same_date_is_idempotent(spark, cfg):
     emb = random_embeddings(N, seed=3)
     write_meta_embeddings(spark, cfg, D1, keys(), emb)
-    publish_mod.publish(cfg, spark, D1)
+    publish_mod.publish(cfg, D1)
     before, dump1 = all_rows(cfg), sqlite_dump(cfg)
-    res = publish_mod.publish(cfg, spark, D1)
+    res = publish_mod.publish(cfg, D1)
     assert res.status == "published" and res.rows == N
     assert all_rows(cfg).equals(before)
     assert sqlite_dump(cfg) == dump1 and len(dump1) == 3 * N
     fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
     assert {tuple(i) for i in fv.materialization_intervals} == {feast_store.day_interval(D1)}
-    log = publish_mod.publish_log(cfg, spark).orderBy("logged_at").collect()
-    assert [(r.run_date, r.status, r.rows, r.method) for r in log] == [(D1, "published", N, "fast")] * 2
+    log = publish_mod.publish_log(cfg)
+    assert [(r.run_date, r.status, r.rows, r.method) for r in log.itertuples()] == [(D1, "published", N, "fast")] * 2
 
 
 # ---------------------------------------------------------------------------- gate
@@ -156,7 +156,7 @@ def test_republish_same_date_is_idempotent(spark, cfg):
 
 def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
     write_meta_embeddings(spark, cfg, D1, keys(), random_embeddings(N, seed=4))
-    publish_mod.publish(cfg, spark, D1)
+    publish_mod.publish(cfg, D1)
     served, dump = all_rows(cfg), sqlite_dump(cfg)
 
     bad = random_embeddings(N, seed=5)
@@ -164,14 +164,14 @@ def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
     bad[9, 5] = np.inf
     write_meta_embeddings(spark, cfg, D2, keys(), bad)
     with pytest.raises(publish_mod.GateError) as e:
-        publish_mod.publish(cfg, spark, D2)
+        publish_mod.publish(cfg, D2)
     msg = str(e.value)
     assert "2 embeddings are null or hold NaN/inf" in msg and "nan_inf_rows=2" in msg and f"rows={N}" in msg
     assert sqlite_dump(cfg) == dump and all_rows(cfg).equals(served)
 
     write_meta_embeddings(spark, cfg, D2, keys(10), random_embeddings(10, seed=6))  # 95% drop
     with pytest.raises(publish_mod.GateError) as e:
-        publish_mod.publish(cfg, spark, D2)
+        publish_mod.publish(cfg, D2)
     msg = str(e.value)
     assert f"row count 10 vs {N} on {D1}" in msg and "ratio 0.05 outside [0.5, 2]" in msg
     assert "prev_rows=200" in msg and "row_ratio=0.05" in msg
@@ -180,10 +180,10 @@ def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
     # drift: same keys, unrelated vectors -> mean cosine ~ 0 -> drift ~ 1 > 0.5
     write_meta_embeddings(spark, cfg, D2, keys(), random_embeddings(N, seed=7))
     with pytest.raises(publish_mod.GateError, match=r"drift 1 - mean cosine = [01]\.\d+ over 200 common keys"):
-        publish_mod.publish(cfg, spark, D2)
+        publish_mod.publish(cfg, D2)
     assert sqlite_dump(cfg) == dump
 
-    statuses = [r.status for r in publish_mod.publish_log(cfg, spark).orderBy("logged_at").collect()]
+    statuses = list(publish_mod.publish_log(cfg)["status"])
     assert statuses == ["published", "blocked", "blocked", "blocked"]
     fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
     assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
@@ -193,29 +193,23 @@ def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
 
 _CHILD = r"""
 import json, sys
-import pyarrow.parquet as pq
 from datetime import date
 from core import config as config_mod
 from serving import feast_store
 cfg = config_mod.from_dict(json.loads(sys.argv[1]), source="<child>", base_dir=sys.argv[2])
-table = pq.read_table(sys.argv[3])
-feast_store.write_partition(cfg, None, date.fromisoformat(sys.argv[4]), "fast", table=table)
+feast_store.write_partition(cfg, date.fromisoformat(sys.argv[3]), "fast")  # reads the day through delta-rs
 print("DONE")
 """
 
 
-def _publish_in_child(cfg, spark, run_date, tmp_path, pause_at=None):
-    import pyarrow.parquet as pq
-
-    part = tmp_path / f"part-{run_date}.parquet"
-    pq.write_table(feast_store.read_partition(cfg, spark, run_date), part)
+def _publish_in_child(cfg, run_date, tmp_path, pause_at=None):
     marker = tmp_path / "paused"
     marker.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     if pause_at:
         env.update({PAUSE_AT_ENV: pause_at, PAUSE_MARKER_ENV: str(marker)})
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, json.dumps(cfg.to_dict()), cfg.base_dir, str(part), run_date.isoformat()],
+        [sys.executable, "-c", _CHILD, json.dumps(cfg.to_dict()), cfg.base_dir, run_date.isoformat()],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if pause_at is None:
         out, err = proc.communicate(timeout=120)
@@ -238,12 +232,12 @@ def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at,
     n = 1000
     emb1, emb2 = random_embeddings(n, seed=8), random_embeddings(n, seed=9)
     write_meta_embeddings(spark, cfg, D1, keys(n), emb1, model_version="day1")
-    feast_store.write_partition(cfg, spark, D1, "fast", store=feast_store.apply(cfg))
+    feast_store.write_partition(cfg, D1, "fast", store=feast_store.apply(cfg))
     day1 = all_rows(cfg, n)
     assert set(day1.model_version.dropna()) == {"day1"}
 
     write_meta_embeddings(spark, cfg, D2, keys(n), emb2, model_version="day2")
-    proc = _publish_in_child(cfg, spark, D2, tmp_path, pause_at=pause_at)
+    proc = _publish_in_child(cfg, D2, tmp_path, pause_at=pause_at)
     try:
         # while the child holds its uncommitted day-2 transaction, readers still get day 1
         assert all_rows(cfg, n).equals(day1)
@@ -257,7 +251,7 @@ def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at,
     assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
 
     # a rerun completes and serves the whole of day 2
-    feast_store.write_partition(cfg, spark, D2, "fast")
+    feast_store.write_partition(cfg, D2, "fast")
     day2 = all_rows(cfg, n)
     assert set(day2.model_version.dropna()) == {"day2"}
     got = np.stack(day2[day2.user_id != "missing"].sort_values(
@@ -265,13 +259,13 @@ def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at,
     np.testing.assert_array_equal(got, emb2)
 
 
-def test_read_partition_direct_parquet_equals_spark_rows(spark, cfg):
+def test_read_partition_through_delta_rs_equals_spark_rows(spark, cfg):
     from pyspark.sql import functions as F
 
     emb = random_embeddings(50, seed=11)
     write_meta_embeddings(spark, cfg, D1, keys(50), emb)
     write_meta_embeddings(spark, cfg, D2, keys(30, "w"), random_embeddings(30, seed=12))
-    got = feast_store.read_partition(cfg, spark, D1)
+    got = feast_store.read_partition(cfg, D1)
     ref = (spark.read.format("delta").load(str(cfg.table_path(tables.META_EMBEDDINGS)))
            .where(F.col("run_date") == F.lit(D1)).drop("run_date").toArrow())
     a = feast_store.encode_partition(cfg, got)

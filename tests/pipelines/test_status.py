@@ -13,8 +13,8 @@ def test_status_reports_stages_and_freshness(spark, cfg, tmp_path):
     lines = []
     assert status(cfg, expect_date=D, progress=lines.append) == 1  # nothing ran yet
     for stage, rows in (("labeled", 900), ("samples", 100), ("embed", 100), ("publish", 100)):
-        lake.log_stage(spark, cfg, stage, {D: rows}, 1.0, "model=abc123" if stage == "embed" else "")
-    log_publish(cfg, spark, D, status="published", method="fast", rows=100, seconds=0.5, gate=None)
+        lake.log_stage(cfg, stage, {D: rows}, 1.0, "model=abc123" if stage == "embed" else "")
+    log_publish(cfg, D, status="published", method="fast", rows=100, seconds=0.5, gate=None)
     lines.clear()
     plot = tmp_path / "status.png"
     assert status(cfg, expect_date=D, plot_path=str(plot), progress=lines.append) == 0

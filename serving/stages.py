@@ -1,0 +1,36 @@
+"""The daily job's serving stages, publish and check: plain Python, no Spark, no JVM.
+
+Both read the Delta tables through delta-rs, talk to Feast, and append their completion
+to stage_log. `metaemb run`, pipelines/jobs.py and the DAG's Python tasks call `run`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from core.config import Config
+from pipelines import lake
+from serving.check import CheckError, check
+from serving.publish import GateError, publish
+
+STAGES = ("publish", "check")
+# Failures a retry cannot mend: the same Delta rows give the same verdict.
+DATA_ERRORS = (GateError, CheckError)
+
+
+def run(cfg: Config, stage: str, run_date: dt.date) -> dict:
+    """Run publish or check for run_date; returns the stage's figures (rows, seconds, ...)."""
+    t = time.perf_counter()
+    if stage == "publish":
+        result = publish(cfg, run_date)
+        out = {"stage": stage, "rows": result.rows, "method": result.method}
+        detail = result.method
+    elif stage == "check":
+        out = check(cfg, run_date)
+        detail = out["online"]
+    else:
+        raise ValueError(f"{stage!r} is not a serving stage ({', '.join(STAGES)})")
+    out["seconds"] = time.perf_counter() - t
+    lake.log_stage(cfg, stage, {run_date: out["rows"]}, out["seconds"], detail)
+    return out
