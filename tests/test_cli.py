@@ -18,7 +18,7 @@ from metaemb import cli
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
-USER_COMMANDS = {"demo", "generate", "validate", "run", "train", "evaluate", "lookup", "feast", "apply",
+USER_COMMANDS = {"demo", "generate", "validate", "run", "train", "evaluate", "lookup", "serve", "feast", "apply",
                  "status", "bench", "airflow"}
 SUBCOMMANDS = {("bench",): {"finetune", "pipeline", "publish"}, ("feast",): {"render", "apply"}}
 # What a help text may call a file: a path with a folder, or a name with a file extension.
@@ -118,7 +118,18 @@ def test_compose_runs_project_commands_only():
     commands = _compose_commands()
     assert len(commands) >= 6, commands
     for where, argv in commands:
-        assert argv[0] in ("scripts/airflow.sh", ".venv/bin/spark-class"), f"{where}: unknown program {argv[0]}"
+        assert argv[0] in ("scripts/airflow.sh", ".venv/bin/spark-class", ".venv/bin/metaemb"), \
+            f"{where}: unknown program {argv[0]}"
+
+
+@pytest.mark.parametrize("where, argv", [c for c in _compose_commands() if c[1][0] == ".venv/bin/metaemb"],
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_compose_metaemb_command_exists(where, argv):
+    """The metaemb subcommand a service runs, with every option it passes in that command's --help."""
+    out = _run_metaemb(argv[1], "--help")
+    assert out.returncode == 0, f"{where}: metaemb {argv[1]} --help exited {out.returncode}\n{out.stderr[-2000:]}"
+    for option in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
+        assert option in out.stdout, f"{where}: {option} is no option of metaemb {argv[1]}"
 
 
 def _airflow_sh(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from core import config as config_mod
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SERVICES = {"postgres", "redis", "spark-master", "spark-worker", "airflow-init", "airflow-api-server",
-            "airflow-scheduler", "airflow-dag-processor"}
+            "airflow-scheduler", "airflow-dag-processor", "feature-server"}
 
 
 def _compose() -> dict:
@@ -52,6 +52,7 @@ def test_compose_services_and_keys():
     assert "org.apache.spark.deploy.master.Master" in services["spark-master"]["command"]
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
     assert services["redis"]["image"].startswith("redis:")
+    assert services["feature-server"]["command"][:2] == [".venv/bin/metaemb", "serve"]
     assert {"metaemb-data"} <= set(doc["volumes"])
     # No secret literal anywhere in the file.
     assert not re.search(r"(?i)password\s*[:=]\s*(?!\$\{)\S+", COMPOSE.read_text().replace("_PASSWORD", ""))
