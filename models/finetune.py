@@ -2,14 +2,17 @@
 
 The daily hot path (millions of tasks). Instead of one task at a time (the usual
 MAML code, kept as the reference in metaemb/reference_finetune.py), a chunk of B
-tasks is one batched problem: the meta parameters get a leading task dimension,
-every layer is a batched matmul, and padding is masked out of the loss. Tasks are independent,
-so the gradient of the *sum* of per-task losses w.r.t. the per-task copies is
-exactly each task's own gradient: the result equals the loop (tested to 1e-5).
+tasks is one batched problem, and padding is masked out of the loss. Tasks are
+independent, so the gradient of the *sum* of per-task losses w.r.t. per-task
+parameters is exactly each task's own gradient: the result equals the loop (tested to 1e-5).
 
-Two more exact savings: the global block is frozen, so the part of its first
-layer fed by x_other / item ids is computed once per chunk, not once per step;
-and tasks are sorted by length before chunking so padding stays small.
+Two ways to run the inner loop: models.kernel (the default for the meta block: a
+hand-written backward, the chunk's samples in shared GEMMs and a per-task Gram
+matrix instead of a per-task first-layer weight), and autograd over per-task
+parameter copies with batched matmuls (adapt_autograd: which="all", and the
+reference the kernel is tested against). Both compute the part of the frozen global
+block's first layer fed by x_other / item ids once per chunk, not once per step;
+tasks are sorted by length before chunking so padding stays small.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from .blocks import ModelSpec
 from .data import NonFiniteEmbeddingError, TaskBatch, Tensors, _where, prepare
 
 POOLINGS = ("latest", "mean", "max", "cosine")
-# Tasks per chunk, chosen by `metaemb bench finetune` sweeps on the 2-core dev box
-# (reference task): 256-512 best, 1024 ~15-30% slower (activations fall out of cache),
-# 64-128 a little slower (per-op overhead). On GPU, bigger is better until memory runs out.
-CPU_CHUNK = 512
+# Tasks per chunk on CPU, from `metaemb bench finetune` sweeps of the kernel on the 2-core dev
+# box (reference task, 1 thread): 16-32 best (each step's [32·chunk, 256] activations stay
+# in L2), 64 ~5-10% slower, 128-256 ~15-30% slower. On GPU, bigger is better until memory runs out.
+CPU_CHUNK = 32
 CUDA_CHUNK = 65536
 
 
@@ -86,7 +89,7 @@ def adapt_kernel(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, 
     p = blocks.task_view(params, spec, t.task_ids)
     with torch.set_grad_enabled(track and not first_order):
         pre = blocks.global_pre(p, t.x_other, t.item_ids, spec)
-        s = kernel.adapt_state(p, spec, t.x_meta, pre, t.labels, mask, steps, lr)
+        s = kernel.adapt_state(p, spec, t.x_meta, pre, t.labels, mask, steps, lr, explicit=True)
         q = kernel.adapted_params(p, s, t.x_meta)
     if track and first_order:  # θ − Δ with the update Δ a constant: the outer gradient sees θ only
         for k in q:

@@ -29,15 +29,17 @@ differentiate through the inner loop (second-order) exactly as through autograd'
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import blocks
 from .blocks import ModelSpec
 
 
 def relu_grad(g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """g ⊙ [a > 0] for a = relu(z) (autograd's own relu backward, differentiable in g)."""
-    return torch.ops.aten.threshold_backward(g, a, 0)
+    """g ⊙ [a > 0] for a = relu(z): autograd's own relu backward, differentiable in g when
+    training records the inner loop, else in place (g is always a fresh temporary here)."""
+    if torch.is_grad_enabled() and (g.requires_grad or a.requires_grad):
+        return torch.ops.aten.threshold_backward(g, a, 0)
+    return torch.ops.aten.threshold_backward.grad_input(g, a, 0, grad_input=g)
 
 
 def input_grad(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -51,8 +53,8 @@ def global_input_grad(glob: dict, pre: torch.Tensor, e: torch.Tensor, labels: to
     (`pre` = its first layer's e-independent part, blocks.global_pre).
 
     The block is shared by every sample, so it runs on the chunk's samples flattened: one
-    GEMM per layer; `pre` enters as addmm's accumulator and relu is in place (neither
-    costs a pass over a [N, h] array of its own)."""
+    GEMM per layer. `pre` enters as addmm's accumulator and relu runs in place, which saves
+    passes over the [N, hidden] arrays, the costliest non-GEMM work here."""
     n = len(spec.global_hidden)
     shape = e.shape
     z = torch.addmm(pre.reshape(-1, pre.shape[-1]), e.reshape(-1, shape[-1]), glob["global.w0_e"].t())
@@ -67,18 +69,18 @@ def global_input_grad(glob: dict, pre: torch.Tensor, e: torch.Tensor, labels: to
     return (d @ glob["global.w0_e"]).view(shape)
 
 
-def init_state(p: dict, spec: ModelSpec, x_meta: torch.Tensor) -> dict:
-    """Step-0 state: the shared weights seen by every task of the chunk."""
-    s: dict = {}
+def init_state(p: dict, spec: ModelSpec, x_meta: torch.Tensor, explicit: bool) -> dict:
+    """Step-0 state: the shared weights, seen by every task of the chunk."""
+    s: dict = {"pending": None}  # the last step's (h, g, v), applied lazily (settle / rows_embedding)
     if "meta.w1" in p:
         ones = torch.ones((), dtype=x_meta.dtype, device=x_meta.device)
         s["gram"] = torch.baddbmm(ones, x_meta, x_meta.transpose(1, 2))  # X Xᵀ + 1 (the bias column)
         s["u"] = blocks.linear(x_meta, p["meta.w1"], p["meta.b1"])  # one GEMM: shared W1
         s["w2"], s["b2"] = p["meta.w2"], p["meta.b2"]
-        s["v_sum"] = None  # Σ_t V_t: W1's per-task update, formed only if asked (adapted_params)
+        if explicit:
+            s["v_sum"] = None  # Σ_t V_t, for W1's explicit per-task update (adapted_params)
     if "meta.id_row" in p:
         s["row"] = p["meta.id_row"]  # [B, E]
-    s["last"] = None  # the last step's (h, g) whose W2 update is still pending
     return s
 
 
@@ -91,40 +93,44 @@ def meta_out(s: dict, h: torch.Tensor | None, shape) -> torch.Tensor:
     return e
 
 
-def settle(s: dict, lr: float) -> None:
-    """Apply the pending W2/b2 update of the last step explicitly (before another step)."""
-    if s["last"] is None:
+def settle(s: dict) -> None:
+    """Apply the last step's pending update to W2, b2 and every row of U."""
+    if s["pending"] is None:
         return
-    h, g = s["last"]
+    h, g, v = s["pending"]
+    lr = s["lr"]
     s["w2"] = s["w2"] - lr * torch.bmm(g.transpose(1, 2), h)
     s["b2"] = s["b2"] - lr * g.sum(1)
-    s["last"] = None
+    s["u"] = torch.baddbmm(s["u"], s["gram"], v, alpha=-lr)
+    s["pending"] = None
 
 
 def step(s: dict, glob: dict, spec: ModelSpec, pre: torch.Tensor, labels: torch.Tensor,
-         weight: torch.Tensor, lr: float) -> None:
+         weight: torch.Tensor) -> None:
     """One SGD step of every task's meta params, on the state (see the module docstring)."""
-    settle(s, lr)
+    settle(s)
     h = torch.relu(s["u"]) if "u" in s else None
     e = meta_out(s, h, labels.shape)
     g = global_input_grad(glob, pre, e, labels, weight, spec)
     if h is not None:
         v = relu_grad(input_grad(g, s["w2"]), h)
-        s["u"] = torch.baddbmm(s["u"], s["gram"], v, alpha=-lr)
-        s["v_sum"] = v if s["v_sum"] is None else s["v_sum"] + v
-        s["last"] = (h, g)
+        s["pending"] = (h, g, v)
+        if "v_sum" in s:
+            s["v_sum"] = v if s["v_sum"] is None else s["v_sum"] + v
     if "row" in s:
-        s["row"] = s["row"] - lr * g.sum(1)
+        s["row"] = s["row"] - s["lr"] * g.sum(1)
 
 
-def adapt_state(p: dict, spec: ModelSpec, x_meta, pre, labels, mask, steps: int, lr: float) -> dict:
-    """`steps` SGD steps of each task's meta params (task-view p, shared) on its masked mean BCE."""
+def adapt_state(p: dict, spec: ModelSpec, x_meta, pre, labels, mask, steps: int, lr: float,
+                explicit: bool = False) -> dict:
+    """`steps` SGD steps of each task's meta params (task-view p, shared) on its masked mean
+    BCE. explicit: keep what adapted_params needs to form per-task weights."""
     glob = {k: v for k, v in p.items() if k.startswith("global.")}
     weight = mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
-    s = init_state(p, spec, x_meta)
-    for _ in range(steps):
-        step(s, glob, spec, pre, labels, weight, lr)
+    s = init_state(p, spec, x_meta, explicit)
     s["lr"] = lr
+    for _ in range(steps):
+        step(s, glob, spec, pre, labels, weight)
     return s
 
 
@@ -132,22 +138,33 @@ def rows_embedding(s: dict, rows: torch.Tensor | None, L: int) -> torch.Tensor:
     """Adapted meta embedding of samples `rows` [B, R] (None: all L rows): [B, R, E]."""
     if "u" not in s:
         return meta_out(s, None, (s["row"].shape[0], L if rows is None else rows.shape[1]))
-    pick = (lambda x: x) if rows is None else (lambda x: torch.gather(x, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1])))
-    h = torch.relu(pick(s["u"]))
+    if rows is None:
+        settle(s)
+        h = torch.relu(s["u"])
+        return meta_out(s, h, h.shape[:-1])
+
+    def pick(x):
+        return torch.gather(x, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+    u = pick(s["u"])
+    if s["pending"] is not None:  # the last step, on these rows only: −α (X Xᵀ + 1)[rows] V
+        u = torch.baddbmm(u, pick(s["gram"]), s["pending"][2], alpha=-s["lr"])
+    h = torch.relu(u)
     e = meta_out(s, h, h.shape[:-1])
-    if s["last"] is not None:  # pending W2 step, on these rows only: −α Σ_s g_s (h_s·h_r + 1)
-        h_s, g = s["last"]
+    if s["pending"] is not None:  # and W2, b2: −α Σ_s g_s (h_s·h_r + 1)
+        h_s, g, _ = s["pending"]
         ones = torch.ones((), dtype=h.dtype, device=h.device)
         e = torch.baddbmm(e, torch.baddbmm(ones, h, h_s.transpose(1, 2)), g, alpha=-s["lr"])
     return e
 
 
 def adapted_params(p: dict, s: dict, x_meta: torch.Tensor) -> dict:
-    """The task-view params with explicit per-task meta weights (as `finetune.adapt` returns)."""
-    out = {k: v for k, v in p.items()}
+    """The task-view params with explicit per-task meta weights (as `finetune.adapt` returns);
+    s from adapt_state(..., explicit=True)."""
+    out = dict(p)
     lr = s["lr"]
     if "u" in s:
-        settle(s, lr)
+        settle(s)
         B = x_meta.shape[0]
         w1, b1 = p["meta.w1"], p["meta.b1"]
         if s["v_sum"] is None:
