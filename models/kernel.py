@@ -93,15 +93,18 @@ def meta_out(s: dict, h: torch.Tensor | None, shape) -> torch.Tensor:
     return e
 
 
+def w2_updated(s: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W2, b2) after the last step's pending update."""
+    h, g, _ = s["pending"]
+    return s["w2"] - s["lr"] * torch.bmm(g.transpose(1, 2), h), s["b2"] - s["lr"] * g.sum(1)
+
+
 def settle(s: dict) -> None:
     """Apply the last step's pending update to W2, b2 and every row of U."""
     if s["pending"] is None:
         return
-    h, g, v = s["pending"]
-    lr = s["lr"]
-    s["w2"] = s["w2"] - lr * torch.bmm(g.transpose(1, 2), h)
-    s["b2"] = s["b2"] - lr * g.sum(1)
-    s["u"] = torch.baddbmm(s["u"], s["gram"], v, alpha=-lr)
+    s["w2"], s["b2"] = w2_updated(s)
+    s["u"] = torch.baddbmm(s["u"], s["gram"], s["pending"][2], alpha=-s["lr"])
     s["pending"] = None
 
 
@@ -164,7 +167,6 @@ def adapted_params(p: dict, s: dict, x_meta: torch.Tensor) -> dict:
     out = dict(p)
     lr = s["lr"]
     if "u" in s:
-        settle(s)
         B = x_meta.shape[0]
         w1, b1 = p["meta.w1"], p["meta.b1"]
         if s["v_sum"] is None:
@@ -172,7 +174,7 @@ def adapted_params(p: dict, s: dict, x_meta: torch.Tensor) -> dict:
         else:
             w1 = w1 - lr * torch.bmm(s["v_sum"].transpose(1, 2), x_meta)
             b1 = b1 - lr * s["v_sum"].sum(1)
-        w2, b2 = s["w2"], s["b2"]
+        w2, b2 = (s["w2"], s["b2"]) if s["pending"] is None else w2_updated(s)
         if w2.dim() == 2:
             w2, b2 = w2.expand(B, *w2.shape), b2.expand(B, *b2.shape)
         out.update({"meta.w1": w1, "meta.b1": b1, "meta.w2": w2, "meta.b2": b2})
