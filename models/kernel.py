@@ -96,7 +96,9 @@ def meta_out(s: dict, h: torch.Tensor | None, shape) -> torch.Tensor:
 def w2_updated(s: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(W2, b2) after the last step's pending update."""
     h, g, _ = s["pending"]
-    return s["w2"] - s["lr"] * torch.bmm(g.transpose(1, 2), h), s["b2"] - s["lr"] * g.sum(1)
+    lr = s["lr"]
+    w2 = s["w2"] if s["w2"].dim() == 3 else s["w2"].expand(h.shape[0], *s["w2"].shape)
+    return torch.baddbmm(w2, g.transpose(1, 2), h, alpha=-lr), torch.sub(s["b2"], g.sum(1), alpha=lr)
 
 
 def settle(s: dict) -> None:
@@ -121,7 +123,7 @@ def step(s: dict, glob: dict, spec: ModelSpec, pre: torch.Tensor, labels: torch.
         if "v_sum" in s:
             s["v_sum"] = v if s["v_sum"] is None else s["v_sum"] + v
     if "row" in s:
-        s["row"] = s["row"] - s["lr"] * g.sum(1)
+        s["row"] = torch.sub(s["row"], g.sum(1), alpha=s["lr"])
 
 
 def adapt_state(p: dict, spec: ModelSpec, x_meta, pre, labels, mask, steps: int, lr: float,
