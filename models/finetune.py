@@ -26,8 +26,8 @@ from .data import NonFiniteEmbeddingError, TaskBatch, Tensors, _where, prepare
 
 POOLINGS = ("latest", "mean", "max", "cosine")
 # Tasks per chunk on CPU, from `metaemb bench finetune` sweeps of the kernel on the 2-core dev
-# box (reference task, 1 thread): 16-32 best (each step's [32·chunk, 256] activations stay
-# in L2), 64 ~5-10% slower, 128-256 ~15-30% slower. On GPU, bigger is better until memory runs out.
+# box (reference task): 16-128 within ~5% of each other, 256 ~10% slower; 32 keeps a step's
+# [32·chunk, 256] activations in L2. On GPU, bigger is better until memory runs out.
 CPU_CHUNK = 32
 CUDA_CHUNK = 65536
 
