@@ -2,14 +2,17 @@
 
 The daily hot path (millions of tasks). Instead of one task at a time (the usual
 MAML code, kept as the reference in metaemb/reference_finetune.py), a chunk of B
-tasks is one batched problem: the meta parameters get a leading task dimension,
-every layer is a batched matmul, and padding is masked out of the loss. Tasks are independent,
-so the gradient of the *sum* of per-task losses w.r.t. the per-task copies is
-exactly each task's own gradient: the result equals the loop (tested to 1e-5).
+tasks is one batched problem, and padding is masked out of the loss. Tasks are
+independent, so the gradient of the *sum* of per-task losses w.r.t. per-task
+parameters is exactly each task's own gradient: the result equals the loop (tested to 1e-5).
 
-Two more exact savings: the global block is frozen, so the part of its first
-layer fed by x_other / item ids is computed once per chunk, not once per step;
-and tasks are sorted by length before chunking so padding stays small.
+Two ways to run the inner loop: models.kernel (the default for the meta block: a
+hand-written backward, the chunk's samples in shared GEMMs and a per-task Gram
+matrix instead of a per-task first-layer weight), and autograd over per-task
+parameter copies with batched matmuls (adapt_autograd: which="all", and the
+reference the kernel is tested against). Both compute the part of the frozen global
+block's first layer fed by x_other / item ids once per chunk, not once per step;
+tasks are sorted by length before chunking so padding stays small.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import blocks
+from . import blocks, kernel
 from .blocks import ModelSpec
 from .data import NonFiniteEmbeddingError, TaskBatch, Tensors, _where, prepare
 
 POOLINGS = ("latest", "mean", "max", "cosine")
-# Tasks per chunk, chosen by `metaemb bench finetune` sweeps on the 2-core dev box
-# (reference task): 256-512 best, 1024 ~15-30% slower (activations fall out of cache),
-# 64-128 a little slower (per-op overhead). On GPU, bigger is better until memory runs out.
-CPU_CHUNK = 512
+# Tasks per chunk on CPU, from `metaemb bench finetune` sweeps of the kernel on the 2-core dev
+# box (reference task): 16-128 within ~5% of each other, 256 ~10% slower; 32 keeps a step's
+# [32·chunk, 256] activations in L2. On GPU, bigger is better until memory runs out.
+CPU_CHUNK = 32
 CUDA_CHUNK = 65536
 
 
@@ -54,7 +57,8 @@ def expand_per_task(p: dict, names: list[str], B: int, track: bool) -> dict:
 
 
 def adapt(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr: float,
-          which: str = "meta", track: bool = False, first_order: bool = False) -> dict:
+          which: str = "meta", track: bool = False, first_order: bool = False,
+          use_kernel: bool | None = None) -> dict:
     """`steps` SGD steps (lr) of each task's own copy of the `which` params ("meta" or
     "all") on its masked mean BCE. Returns the task-view params, adapted ones
     with a leading task dimension.
@@ -63,7 +67,42 @@ def adapt(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: 
     track=True: training; the result stays a function of the shared params, so the
     outer loss differentiates through the inner loop (second-order), or only
     through the final `θ - α·g` with g treated as a constant (first_order).
+
+    use_kernel (None: whenever it applies): the hand-written inner loop of models.kernel,
+    which covers which="meta"; which="all" (maml) adapts the global block too and takes
+    the autograd path.
     """
+    if use_kernel is None:
+        use_kernel = kernel_applies(which, track, first_order)
+    if use_kernel:
+        return adapt_kernel(params, spec, t, mask, steps, lr, track=track, first_order=first_order)
+    return adapt_autograd(params, spec, t, mask, steps, lr, which, track, first_order)
+
+
+def kernel_applies(which: str, track: bool, first_order: bool) -> bool:
+    return which == "meta"
+
+
+def adapt_kernel(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr: float,
+                 track: bool = False, first_order: bool = False) -> dict:
+    """adapt(which="meta") through models.kernel."""
+    p = blocks.task_view(params, spec, t.task_ids)
+    with torch.set_grad_enabled(track and not first_order):
+        pre = blocks.global_pre(p, t.x_other, t.item_ids, spec)
+        s = kernel.adapt_state(p, spec, t.x_meta, pre, t.labels, mask, steps, lr, explicit=True)
+        q = kernel.adapted_params(p, s, t.x_meta)
+    if track and first_order:  # θ − Δ with the update Δ a constant: the outer gradient sees θ only
+        for k in q:
+            if k.startswith("meta."):
+                q[k] = p[k] - (p[k] - q[k]).detach()
+    elif not track:
+        q = {k: (v.detach() if k.startswith("meta.") else v) for k, v in q.items()}
+    return q
+
+
+def adapt_autograd(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr: float,
+                   which: str = "meta", track: bool = False, first_order: bool = False) -> dict:
+    """adapt() with autograd's backward and per-task copies of the adapted params (bmm)."""
     B = t.lengths.shape[0]
     p = blocks.task_view(params, spec, t.task_ids)
     names = [k for k in p if which == "all" or k.startswith("meta.")]
@@ -98,16 +137,29 @@ def latest_rows(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def embed(p: dict, spec: ModelSpec, t: Tensors, pooling: str = "latest") -> torch.Tensor:
     """Meta embedding [B, E] from (fine-tuned) task-view params."""
+    last = blocks.meta_forward(p, latest_rows(t.x_meta, t.lengths), spec)  # [B, 1, E]
+    e = None if pooling == "latest" else blocks.meta_forward(p, t.x_meta, spec)  # [B, L, E]
+    return pool(e, last, t, pooling)
+
+
+def embed_state(s: dict, t: Tensors, pooling: str = "latest") -> torch.Tensor:
+    """Meta embedding [B, E] from an adapted models.kernel state."""
     if pooling == "latest":
-        return blocks.meta_forward(p, latest_rows(t.x_meta, t.lengths), spec).squeeze(1)
-    e = blocks.meta_forward(p, t.x_meta, spec)  # [B, L, E]
+        return pool(None, kernel.rows_embedding(s, (t.lengths - 1).clamp_min(0).unsqueeze(1), t.labels.shape[1]), t, pooling)
+    e = kernel.rows_embedding(s, None, t.labels.shape[1])
+    return pool(e, latest_rows(e, t.lengths), t, pooling)
+
+
+def pool(e: torch.Tensor | None, last: torch.Tensor, t: Tensors, pooling: str) -> torch.Tensor:
+    """One embedding per task [B, E] from every sample's e [B, L, E] and the latest's [B, 1, E]."""
+    if pooling == "latest":
+        return last.squeeze(1)
     m = t.mask.unsqueeze(-1)
     if pooling == "mean":
         return (e * m).sum(1) / m.sum(1).clamp_min(1.0)
     if pooling == "max":
         return e.masked_fill(m == 0, float("-inf")).amax(1)
     if pooling == "cosine":  # weights = cosine(sample, latest sample), negatives dropped
-        last = blocks.meta_forward(p, latest_rows(t.x_meta, t.lengths), spec)  # [B, 1, E]
         w = torch.nn.functional.cosine_similarity(e, last, dim=-1).clamp_min(0) * t.mask
         w = torch.where(w.sum(1, keepdim=True) > 0, w, (t.mask * 0).scatter(1, (t.lengths - 1).view(-1, 1), 1.0))
         return (e * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
@@ -127,7 +179,8 @@ def check_finetune_args(steps, lr, pooling):
 
 
 def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: str = "latest",
-                   device: str = "cpu", chunk_size: int | None = None, min_samples: int = 0) -> np.ndarray:
+                   device: str = "cpu", chunk_size: int | None = None, min_samples: int = 0,
+                   use_kernel: bool = True) -> np.ndarray:
     """Alg 2b for every task of `batch`: [B, embedding_dim] float32 embeddings.
 
     k = `steps` SGD steps (lr) of the meta params only, global frozen, on all of
@@ -136,7 +189,8 @@ def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: st
     samples are not fine-tuned (k = 0): on short histories a few SGD steps can
     fit noise (validation on ML-100k turned fine-tuning off below 25 samples).
     Raises ValueError on bad input and NonFiniteEmbeddingError (naming task
-    indices) if any embedding is NaN/inf.
+    indices) if any embedding is NaN/inf. use_kernel=False: the autograd path (per-task
+    weight copies, bmm), which the kernel is tested against.
     """
     check_finetune_args(steps, lr, pooling)
     spec = ckpt.spec
@@ -155,8 +209,14 @@ def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: st
                 L = int(t.lengths[idx].max())
                 sub = Tensors(t.x_meta[idx, :L], t.x_other[idx, :L], t.item_ids[idx, :L], t.labels[idx, :L],
                               t.lengths[idx], t.task_ids[idx], t.mask[idx, :L], None)
-                p = adapt(params, spec, sub, sub.mask, k, float(lr), which="meta")
-                out[idx] = embed(p, spec, sub, pooling)
+                if use_kernel:
+                    p = blocks.task_view(params, spec, sub.task_ids)
+                    pre = blocks.global_pre(p, sub.x_other, sub.item_ids, spec)
+                    st = kernel.adapt_state(p, spec, sub.x_meta, pre, sub.labels, sub.mask, k, float(lr))
+                    out[idx] = embed_state(st, sub, pooling)
+                else:
+                    p = adapt_autograd(params, spec, sub, sub.mask, k, float(lr), which="meta")
+                    out[idx] = embed(p, spec, sub, pooling)
     emb = out.float().cpu()
     bad = ~torch.isfinite(emb).all(1)
     if bad.any():

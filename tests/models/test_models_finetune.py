@@ -11,20 +11,32 @@ def ckpt_for(spec, seed=1):
     return Checkpoint(spec=spec, params=init_params(spec, seed), mode="limaml")
 
 
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "autograd"])
 @pytest.mark.parametrize("meta_block,meta_in", [("mlp", 5), ("id", 0), ("id", 5)])
 @pytest.mark.parametrize("pooling", ["latest", "mean", "max", "cosine"])
-def test_batched_equals_per_task_loop(meta_block, meta_in, pooling):
+def test_batched_equals_per_task_loop(meta_block, meta_in, pooling, use_kernel):
     spec = small_spec(meta_block, meta_in=meta_in)
     ck = ckpt_for(spec)
     batch = random_batch(B=14, L=9, meta_in=meta_in, seed=3)
-    # chunk of 7 with varied lengths: exercises sorting, padding and masking
-    got = finetune_embed(ck, batch, steps=3, lr=0.5, pooling=pooling, chunk_size=4)
+    # chunks of 4 with varied lengths: exercises sorting, padding and masking
+    got = finetune_embed(ck, batch, steps=3, lr=0.5, pooling=pooling, chunk_size=4, use_kernel=use_kernel)
     ref = finetune_embed_loop(ck, batch, steps=3, lr=0.5, pooling=pooling)
     assert got.shape == (14, spec.embedding_dim) and got.dtype == np.float32
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     # and fine-tuning really moved the embeddings (the comparison is not vacuous)
     base = finetune_embed(ck, batch, steps=0, lr=0.5, pooling=pooling)
     assert np.abs(got - base).max() > 1e-3
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2])
+@pytest.mark.parametrize("global_hidden,other_in,item_buckets", [((), 3, 50), ((16,), 0, 0), ((32, 16, 8), 3, 0)])
+def test_kernel_equals_loop_on_other_shapes(steps, global_hidden, other_in, item_buckets):
+    # 0 to 3 hidden global layers, no context features, no item table, k = 0..2
+    spec = small_spec(other_in=other_in, global_hidden=global_hidden, item_buckets=item_buckets)
+    ck = ckpt_for(spec)
+    batch = random_batch(B=6, L=7, other_in=other_in, seed=13)
+    np.testing.assert_allclose(finetune_embed(ck, batch, steps=steps, lr=0.5, pooling="mean", chunk_size=4),
+                               finetune_embed_loop(ck, batch, steps=steps, lr=0.5, pooling="mean"), atol=1e-5, rtol=0)
 
 
 def test_vmap_variant_equals_loop():

@@ -99,3 +99,14 @@ def test_stats_are_saved_loaded_and_hashed(tmp_path):
     assert "input_stats" not in blob
     back_old = load_checkpoint(blob_path)
     assert back_old.input_stats is None and back_old.version == old.version
+
+
+def test_finite_rows_is_isfinite_all_even_when_a_row_sum_overflows():
+    import torch
+
+    from models.data import finite_rows
+
+    a = torch.randn(4, 3, 5)
+    a[0, 1, 2], a[1, 0, 0], a[2, 2, 4] = float("nan"), float("inf"), -float("inf")
+    a[3, 1, 1] = a[3, 1, 2] = 3e38  # finite, but the row's sum is inf
+    assert torch.equal(finite_rows(a), torch.isfinite(a).all(-1))

@@ -68,3 +68,31 @@ def test_bad_training_input_is_rejected(data):
     other = small_spec(meta_in=4, item_buckets=0, embedding_dim=4)
     with pytest.raises(ValueError, match="spec"):
         train(SPEC, cfg("limaml"), tr, init=Checkpoint(spec=other, params=init_params(other)))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("meta_block,meta_in", [("mlp", 5), ("id", 0), ("id", 5)])
+def test_kernel_inner_loop_gives_autograds_outer_gradient(meta_block, meta_in, first_order):
+    # training through models.kernel's hand-written inner loop = through autograd's
+    import torch
+
+    from models import blocks
+    from models.finetune import adapt
+    from models.train import split_masks
+    from models_helpers import random_batch
+
+    spec = small_spec(meta_block, meta_in=meta_in)
+    t = prepare(random_batch(B=9, L=8, meta_in=meta_in, seed=2), spec)
+    sup, qry = split_masks(t)
+    grads = []
+    for use_kernel in (True, False):
+        params = {k: v.requires_grad_(True) for k, v in init_params(spec, 3).items()}
+        p = adapt(params, spec, t, sup, 3, 0.5, track=True, first_order=first_order, use_kernel=use_kernel)
+        loss = blocks.masked_task_loss(blocks.logits(p, t.x_meta, t.x_other, t.item_ids, spec), t.labels, qry).mean()
+        grads.append(torch.autograd.grad(loss, list(params.values()), allow_unused=True))
+    for k, a, b in zip(params, *grads):
+        if b is None:
+            assert a is None or not a.any(), k
+        else:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=k)
+    assert max(float(g.abs().max()) for g in grads[1] if g is not None) > 1e-2
