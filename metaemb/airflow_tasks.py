@@ -18,6 +18,12 @@ from core import config as config_mod
 from metaemb.airflow_dags import EXIT_NO_RETRY, JOBS_APP, config_file, spark_submit_settings
 
 
+def failed_on_its_data(what: str) -> AirflowFailException:
+    """Fails the task without retries: the same input would fail the same way, and retries would
+    hold a backfill up for the whole retry budget."""
+    return AirflowFailException(f"{what}; not retried: fix the input or config, then clear the task")
+
+
 class MetaembSparkSubmitOperator(SparkSubmitOperator):
     """The provider's SparkSubmitOperator; conf and --jars come from the config on the worker.
 
@@ -30,9 +36,8 @@ class MetaembSparkSubmitOperator(SparkSubmitOperator):
             super().execute(context)
         except AirflowException as e:
             if re.search(rf"Error code is: {EXIT_NO_RETRY}\b", str(e)):
-                raise AirflowFailException(
-                    f"{self.task_id} failed on its data (exit {EXIT_NO_RETRY}, the error is in the log "
-                    "above); not retried: fix the input or config, then clear the task") from e
+                raise failed_on_its_data(f"{self.task_id} failed on its data (exit {EXIT_NO_RETRY}, the error is "
+                                         "in the log above)") from e
             raise
 
     def render_template_fields(self, context, jinja_env=None) -> None:
@@ -73,8 +78,7 @@ def run_serving_stage(stage: str, run_date: str, config: str | None) -> None:
     try:
         result = stages.run(cfg, stage, dt.date.fromisoformat(run_date))
     except stages.DATA_ERRORS as e:
-        raise AirflowFailException(f"{stage} on {run_date} failed on its data ({type(e).__name__}): {e}; not "
-                                   "retried: fix the input or config, then clear the task") from e
+        raise failed_on_its_data(f"{stage} on {run_date} failed on its data ({type(e).__name__}): {e}") from e
     print(f"[{run_date}] {stage}: {describe(result)}", flush=True)
 
 

@@ -73,14 +73,10 @@ def adapt(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: 
     the autograd path.
     """
     if use_kernel is None:
-        use_kernel = kernel_applies(which, track, first_order)
+        use_kernel = which == "meta"
     if use_kernel:
         return adapt_kernel(params, spec, t, mask, steps, lr, track=track, first_order=first_order)
     return adapt_autograd(params, spec, t, mask, steps, lr, which, track, first_order)
-
-
-def kernel_applies(which: str, track: bool, first_order: bool) -> bool:
-    return which == "meta"
 
 
 def adapt_kernel(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr: float,

@@ -46,18 +46,12 @@ def check(cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
     served = outcome.served_date
     sample = emb.select(keys).sort_by(by_key).slice(0, sample_keys)
     served_rows = emb if served == run_date else feast_store.read_partition(cfg, served, [*keys, tables.EMBEDDING])
-    want = served_rows.take(_rows_with_keys(served_rows, sample, keys)).sort_by(by_key).to_pandas()
+    want = served_rows.take(publish_stage.matching_rows(served_rows, sample, keys)[0]).sort_by(by_key).to_pandas()
     if len(want):
         problems += online_mismatch(cfg, store, want, keys, served)
     if problems:
         raise CheckError("; ".join(problems))
     return {"stage": "check", "rows": emb.num_rows, "sampled_lookups": len(want), "online": outcome.describe()}
-
-
-def _rows_with_keys(table: pa.Table, keys_table: pa.Table, keys: list[str]) -> pa.Array:
-    """Indices of table's rows whose keys appear in keys_table (Arrow joins carry no list columns)."""
-    indexed = table.select(keys).append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    return indexed.join(keys_table.select(keys), keys=keys, join_type="inner")["_row"].combine_chunks()
 
 
 def partition_problems(cfg: Config, run_date: dt.date, emb: pa.Table, tasks: int) -> list[str]:

@@ -193,7 +193,6 @@ class Embeddings:
     length: np.ndarray  # [n] int: elements per row (-1 when null)
     squares: np.ndarray  # [n] sum of squared elements
     values: np.ndarray  # flattened elements
-    parents: np.ndarray  # row of each element
 
     @classmethod
     def of(cls, column: pa.ChunkedArray) -> "Embeddings":
@@ -206,7 +205,7 @@ class Embeddings:
         return cls(null=col.is_null().to_numpy(zero_copy_only=False), non_finite=non_finite,
                    length=pc.list_value_length(col).fill_null(-1).to_numpy(zero_copy_only=False),
                    squares=np.bincount(parents, weights=np.where(np.isfinite(values), values, 0.0) ** 2, minlength=n),
-                   values=values, parents=parents)
+                   values=values)
 
     def matrix(self, rows: np.ndarray, dim: int) -> np.ndarray:
         """[len(rows), dim] of rows that each hold exactly dim elements."""
@@ -214,21 +213,28 @@ class Embeddings:
         return self.values[starts[:, None] + np.arange(dim)]
 
 
+def matching_rows(left: pa.Table, right: pa.Table, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (i, j) of every pair with left[i] and right[j] on the same keys (Arrow's
+    joins carry no list columns, so the embeddings are joined through row numbers)."""
+    a = left.select(keys).append_column("_left", pa.array(np.arange(left.num_rows, dtype=np.int64)))
+    b = right.select(keys).append_column("_right", pa.array(np.arange(right.num_rows, dtype=np.int64)))
+    pairs = a.join(b, keys=keys, join_type="inner")
+    return pairs["_left"].to_numpy(), pairs["_right"].to_numpy()
+
+
 def _mean_cosine(keys: list[str], today: pa.Table, a: Embeddings, before: pa.Table, dim: int) -> tuple[int, float | None]:
     """(common keys, mean cosine over those whose both vectors are non-zero) of two days."""
     b = Embeddings.of(before[tables.EMBEDDING])
-    left = today.select(keys).append_column("_a", pa.array(np.arange(today.num_rows)))
-    right = before.select(keys).append_column("_b", pa.array(np.arange(before.num_rows)))
-    pairs = left.join(right, keys=keys, join_type="inner")
-    ia, ib = (pairs[c].to_numpy() for c in ("_a", "_b"))
+    ia, ib = matching_rows(today, before, keys)
+    common = len(ia)
     same = (a.length[ia] == dim) & (b.length[ib] == dim)
     ia, ib = ia[same], ib[same]
     na, nb = np.sqrt(a.squares[ia]), np.sqrt(b.squares[ib])
     ok = (na > 0) & (nb > 0)
     if not ok.any():
-        return len(pairs), None
+        return common, None
     dot = (a.matrix(ia[ok], dim) * b.matrix(ib[ok], dim)).sum(1)
-    return len(pairs), float(np.mean(dot / (na[ok] * nb[ok])))
+    return common, float(np.mean(dot / (na[ok] * nb[ok])))
 
 
 def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
