@@ -25,6 +25,7 @@ COPY metaemb metaemb
 COPY dags dags
 COPY scripts scripts
 COPY deploy deploy
-RUN scripts/setup.sh && rm -rf /root/.cache
+# METAEMB_S3_JARS=1: the cluster config keeps everything on MinIO (S3A connector jars).
+RUN METAEMB_S3_JARS=1 scripts/setup.sh && rm -rf /root/.cache
 ENV PATH=/opt/metaemb/.venv/bin:$PATH \
     METAEMB_CONFIG=/opt/metaemb/deploy/metaemb.cluster.toml

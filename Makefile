@@ -12,7 +12,8 @@ setup:                ## venv from uv.lock, Delta jars, MovieLens-100k (idempote
 demo: setup           ## generate data, train, run 3 daily dates, publish to Feast, print lookups
 	$(VENV)/metaemb demo
 
-test: setup services-install  ## the whole suite: real Spark, Delta, Feast, Airflow, Redis, Postgres
+test: services-install  ## the whole suite: real Spark, Delta, Feast, Airflow, Redis, Postgres, S3 (moto)
+	METAEMB_S3_JARS=1 bash scripts/setup.sh
 	$(VENV)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 services-install:     ## Debian packages the service tests start on loopback (redis, postgres)

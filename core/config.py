@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from core import storage
+from core.storage import Location
+
 CONFIG_ENV = "METAEMB_CONFIG"
 DEFAULT_CONFIG_NAME = "metaemb.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +135,20 @@ class SparkConfig:
 
 
 @dataclass
+class S3Config:
+    # Used when a location is s3://bucket/prefix (storage_root, checkpoint_dir, inputs, Feast's
+    # registry). Credentials are never read from here: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    # or the SDK's usual chain, from the environment.
+    endpoint_url: str = ""  # "" = $AWS_ENDPOINT_URL, else AWS itself; e.g. http://minio:9000
+    region: str = ""  # "" = $AWS_REGION / $AWS_DEFAULT_REGION, else us-east-1
+    path_style: bool = False  # true for MinIO and most S3-compatible stores
+    # Fail in seconds, not minutes of SDK retries, when the endpoint is down or refuses us.
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 8.0  # idle socket time; a stalled transfer fails after this
+    max_attempts: int = 2
+
+
+@dataclass
 class GateConfig:
     # Publish gate: a day that fails any bound is not published.
     min_row_ratio: float = 0.5  # rows today / rows of the previous published day
@@ -169,6 +186,7 @@ class Config:
     feast: FeastConfig = field(default_factory=FeastConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    s3: S3Config = field(default_factory=S3Config)
     airflow: AirflowConfig = field(default_factory=AirflowConfig)
     # Folder the relative paths above resolve against (not a TOML key).
     base_dir: str = field(default=str(PROJECT_ROOT), repr=False)
@@ -179,13 +197,23 @@ class Config:
         p = Path(value).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
-    def table_path(self, name: str) -> Path:
+    def location(self, value: str) -> Location:
+        """A configured data location: s3://bucket/prefix as is, a local path resolved like path()."""
+        if storage.is_s3(value):
+            return Location(storage.normalize_s3(value), storage.S3Settings.resolve(self.s3))
+        return Location.local(self.path(value))
+
+    def table_location(self, name: str) -> Location:
         """Location of one of the pipeline's Delta tables, always under storage_root."""
-        root = self.path(self.pipeline.storage_root).resolve()
-        target = (root / name).resolve()
-        if root not in target.parents:
-            raise ConfigError(f"table {name!r} would be written outside storage_root {root}")
-        return target
+        if not name or "/" in name or name in (".", ".."):
+            raise ConfigError(f"table {name!r} would be written outside storage_root {self.pipeline.storage_root}")
+        return self.location(self.pipeline.storage_root) / name
+
+    def uses_s3(self) -> bool:
+        """Does any configured location live on S3 (so Spark needs the S3A connector)?"""
+        return any(storage.is_s3(v) for v in (self.pipeline.storage_root, self.model.checkpoint_dir,
+                                               self.data.interactions, self.data.entity_features,
+                                               self.feast.registry_path))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -209,7 +237,8 @@ _POSITIVE = {
     ("pipeline", "finetune_batch_tasks"), ("model", "meta_hidden"), ("model", "embedding_dim"),
     ("model", "id_buckets"), ("train", "tasks_per_batch"), ("train", "task_lr"),
     ("train", "meta_lr"), ("train", "grad_clip"), ("finetune", "lr"),
-    ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("data", "feature_ttl_days"),
+    ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("s3", "connect_timeout_s"),
+    ("s3", "request_timeout_s"), ("s3", "max_attempts"), ("data", "feature_ttl_days"),
     ("feast", "ttl_days"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
 }
 _NON_NEGATIVE = {

@@ -38,7 +38,7 @@ def build(cfg: config_mod.Config) -> dict:
     ]
     source = SparkSource(
         name=SOURCE,
-        path=str(cfg.table_path(tables.META_EMBEDDINGS)),
+        path=cfg.table_location(tables.META_EMBEDDINGS).spark_uri,
         table_format=DeltaFormat(),
         timestamp_field=tables.EVENT_TIMESTAMP,
         created_timestamp_column=tables.CREATED_TIMESTAMP,

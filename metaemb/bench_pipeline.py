@@ -3,12 +3,16 @@
 Prints seconds and rows/s per stage, tasks embedded per second, peak resident memory (PSS) of the driver
 (Python + JVM) and of Spark's Python workers, sampled every 0.25 s over the process tree.
 Everything runs under a fresh folder (default var/bench/<N>) so it never touches the
-demo's state.
+demo's state. `--storage s3` keeps the lakehouse (Delta tables, checkpoint) on a loopback S3
+endpoint (moto's server) instead; `--storage both` runs local disk, then S3, on the same data,
+and prints their per-stage seconds side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -28,6 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--publish-compare", type=int, default=100_000,
                    help="rows for the stock-vs-fast publish comparison (0 = skip)")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--storage", choices=("local", "s3", "both"), default="local",
+                   help="where the lakehouse lives: local disk, a loopback S3 endpoint (moto's server), or "
+                        "both one after the other (default local)")
 
 
 DAILY_STAGES = ("labeled", "samples", "embed", "publish", "check")
@@ -63,6 +70,8 @@ class PeakRss:
                     pss, cmd = child.memory_full_info().pss, " ".join(child.cmdline())
                 except psutil.Error:  # exited meanwhile
                     continue
+                if "moto.server" in cmd:  # the loopback S3 endpoint is not part of the job
+                    continue
                 now["jvm" if "java" in cmd else "workers"] += pss
             now["driver"] = now["python"] + now["jvm"]
             peaks = self.by_stage.setdefault(self.stage, dict.fromkeys(self.PARTS, 0))
@@ -80,7 +89,7 @@ class PeakRss:
         self._thread.join()
 
 
-def bench_config(base: Config, work: Path, tasks: int, days: int) -> Config:
+def bench_config(base: Config, work: Path, tasks: int, days: int, s3_endpoint: str = "") -> Config:
     raw = base.to_dict()
     raw["data"].update(interactions=str(work / "data" / "interactions.parquet"),
                        entity_features=str(work / "data" / "entity_features.parquet"))
@@ -90,35 +99,67 @@ def bench_config(base: Config, work: Path, tasks: int, days: int) -> Config:
     raw["feast"].update(sqlite_path=str(work / "feast" / "online.db"), registry_path=str(work / "feast" / "registry.db"))
     raw["spark"]["shuffle_partitions"] = max(4, min(200, tasks // 10_000))
     raw["train"]["epochs"] = 1
+    if s3_endpoint:
+        from metaemb.loopback_s3 import s3_section
+
+        raw["pipeline"]["storage_root"] = f"s3://lake/bench-{tasks}/lake"
+        raw["model"]["checkpoint_dir"] = f"s3://lake/bench-{tasks}/models"
+        raw["s3"] = s3_section(s3_endpoint)
     return from_dict(raw, source=f"<bench {tasks}>", base_dir=base.base_dir)
 
 
 def run(args, cfg: Config) -> int:
+    from metaemb import loopback_s3
     from metaemb.synthetic import SyntheticSpec, generate
-    from pipelines import labeled
-    from pipelines import train as train_job
-    from metaemb.daily import run_stage
-    from serving.feast_store import apply
-    from pipelines.spark import get_spark
 
     work = Path(args.out or cfg.path(f"var/bench/{args.tasks}"))
     data_ready = (work / "data" / "interactions.parquet").exists() and args.keep
-    for sub in ("lake", "models", "feast") + (() if data_ready else ("data",)):
-        shutil.rmtree(work / sub, ignore_errors=True)
-    bcfg = bench_config(cfg, work, args.tasks, args.days)
+    if not data_ready:
+        shutil.rmtree(work / "data", ignore_errors=True)
     spec = SyntheticSpec(users=args.tasks, days=args.days, mean_events_per_user=args.events_per_task,
                          snapshot_every_days=7)
-    figures: dict = {"tasks": args.tasks, "days": args.days, "stages": {}, "cores": psutil.cpu_count() or 1}
+    base: dict = {"tasks": args.tasks, "days": args.days, "cores": psutil.cpu_count() or 1}
     t = time.perf_counter()
     if not data_ready:
-        counts = generate(work / "data", spec, progress=print)
-        figures["interactions"] = counts["interactions"]
-    figures["generate_s"] = time.perf_counter() - t
+        base["interactions"] = generate(work / "data", spec, progress=print)["interactions"]
+    base["generate_s"] = time.perf_counter() - t
+    storages = ("local", "s3") if args.storage == "both" else (args.storage,)
+    results: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        endpoint = ""
+        if "s3" in storages:
+            os.environ.update(loopback_s3.TEST_CREDENTIALS)
+            endpoint = stack.enter_context(loopback_s3.serve(["lake"]))
+        for storage in storages:
+            for sub in ("lake", "models", "feast"):
+                shutil.rmtree(work / sub, ignore_errors=True)
+            bcfg = bench_config(cfg, work, args.tasks, args.days, endpoint if storage == "s3" else "")
+            figures = results[storage] = {**base, "storage": storage, "stages": {}}
+            spark = _daily_run(bcfg, spec, figures, s3=bool(endpoint))
+            _print(figures)
+        if len(results) == 2:
+            _print_side_by_side(results)
+    if args.publish_compare:
+        from metaemb.bench_publish import bench_publish
+
+        figures["publish_compare"] = bench_publish(bcfg, spark, args.publish_compare)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results if len(results) == 2 else figures, indent=2, default=str))
+    return 0
+
+
+def _daily_run(bcfg: Config, spec, figures: dict, *, s3: bool):
+    """Labeled and samples, a small training run (set-up, not measured), then embed, publish, check."""
+    from metaemb.daily import run_stage
+    from pipelines import labeled
+    from pipelines import train as train_job
+    from pipelines.spark import get_spark
+    from serving.feast_store import apply
+
     inputs = labeled.resolve_inputs(bcfg)
     apply(bcfg)
-    spark = get_spark(bcfg, app_name="metaemb-bench")
+    spark = get_spark(bcfg, app_name="metaemb-bench", s3=s3)
     run_date = spec.end_date
-    # A model to fine-tune from: trained briefly on a small slice (not what is measured).
     with PeakRss() as rss:
         wall = time.perf_counter()
         for stage in DAILY_STAGES[:2]:
@@ -137,14 +178,20 @@ def run(args, cfg: Config) -> int:
                                        for st, parts in rss.by_stage.items()}
     embed_stage = figures["stages"]["embed"]
     figures["tasks_embedded_per_s"] = embed_stage["rows"] / embed_stage["seconds"]
-    _print(figures)
-    if args.publish_compare:
-        from metaemb.bench_publish import bench_publish
+    return spark
 
-        figures["publish_compare"] = bench_publish(bcfg, spark, args.publish_compare)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
-    return 0
+
+def _print_side_by_side(results: dict[str, dict]) -> None:
+    local, s3 = results["local"], results["s3"]
+    print(f"\nstorage side by side ({local['tasks']:,} tasks; seconds per stage)")
+    print(f"  {'stage':8s} {'local':>9s} {'s3':>9s} {'s3/local':>9s}")
+    for stage in DAILY_STAGES:
+        a, b = local["stages"][stage]["seconds"], s3["stages"][stage]["seconds"]
+        print(f"  {stage:8s} {a:9.1f} {b:9.1f} {b / max(a, 1e-9):8.2f}x")
+    a, b = local["daily_run_s"], s3["daily_run_s"]
+    print(f"  {'total':8s} {a:9.1f} {b:9.1f} {b / max(a, 1e-9):8.2f}x")
+    print(f"  publish's read of the day: local {local['stages']['publish']['read_s']:.2f}s, "
+          f"s3 {s3['stages']['publish']['read_s']:.2f}s")
 
 
 def _timed(fn) -> dict:
@@ -154,7 +201,7 @@ def _timed(fn) -> dict:
     rows = int(result.get("rows", 0))
     print(f"  {result['stage']:8s} {seconds:8.1f}s {rows:>12,} rows {rows / max(seconds, 1e-9):>12,.0f} rows/s",
           flush=True)
-    extra = {k: result[k] for k in ("finetune_s", "partitions") if k in result}
+    extra = {k: result[k] for k in ("finetune_s", "partitions", "read_s") if k in result}
     return {"seconds": seconds, "rows": rows, **extra}
 
 
@@ -165,7 +212,8 @@ def _train_small(spark, cfg, day, inputs, train_job) -> float:
 
 
 def _print(f: dict) -> None:
-    print(f"\nbench pipeline: {f['tasks']:,} tasks, {f['days']} days, run date daily job (train excluded)")
+    print(f"\nbench pipeline: {f['tasks']:,} tasks, {f['days']} days, lakehouse on {f['storage']}, "
+          f"run date daily job (train excluded)")
     for stage, s in f["stages"].items():
         print(f"  {stage:8s} {s['seconds']:8.1f}s  {s['rows']:>12,} rows  {s['rows'] / max(s['seconds'], 1e-9):>10,.0f} rows/s")
     print(f"  daily run wall {f['daily_run_s']:.1f}s; tasks embedded/s {f['tasks_embedded_per_s']:,.0f}")

@@ -63,7 +63,7 @@ def write_synthetic(cfg: Config, spark, rows: int, run_date: date = BENCH_DATE, 
         F.lit(run_date).alias(tables.RUN_DATE),
     )
     (df.write.format("delta").mode("overwrite").partitionBy(tables.RUN_DATE)
-     .save(str(cfg.table_path(tables.META_EMBEDDINGS))))
+     .save(cfg.table_location(tables.META_EMBEDDINGS).spark_uri))
 
 
 def bench_publish(cfg: Config, spark, rows: int, *, spark_engine: bool = True, sample: int = 1000,

@@ -54,11 +54,11 @@ def cmd_generate(args, cfg) -> int:
 def cmd_validate(args, cfg) -> int:
     from pipelines.contract import validate_inputs
 
-    inter = cfg.path(args.interactions or cfg.data.interactions)
+    inter = cfg.location(args.interactions or cfg.data.interactions)
     # The config's feature file goes with the config's interactions, not with a file named here.
     feats_value = args.features if args.features is not None else \
         ("" if args.interactions else cfg.data.entity_features)
-    reports = validate_inputs(cfg, inter, cfg.path(feats_value) if feats_value else None,
+    reports = validate_inputs(cfg, inter, cfg.location(feats_value) if feats_value else None,
                               run_date=args.date, window_days=args.window_days)
     ok = True
     for r in reports:
@@ -79,6 +79,7 @@ def _inputs(args, cfg):
 
 def cmd_run(args, cfg) -> int:
     from metaemb.daily import STAGES, run_daily
+    from pipelines import lake
     from pipelines.spark import get_spark
 
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
@@ -86,6 +87,7 @@ def cmd_run(args, cfg) -> int:
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
     inputs = _inputs(args, cfg)  # schema faults stop here, before Spark starts
+    lake.check_storage(cfg)
     spark = get_spark(cfg)
     for day in _dates(args):
         run_daily(spark, cfg, day, inputs, stages=stages, model_version=args.model_version,
@@ -104,9 +106,11 @@ def _dates(args) -> list[dt.date]:
 def cmd_train(args, cfg) -> int:
     from pipelines import train as train_job
     from metaemb.daily import train_on
+    from pipelines import lake
     from pipelines.spark import get_spark
 
     inputs = _inputs(args, cfg)
+    lake.check_storage(cfg)
     spark = get_spark(cfg)
     if args.skip_prepare:
         result = train_job.run(spark, cfg, args.date, inputs, progress=_say)

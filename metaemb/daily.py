@@ -26,7 +26,7 @@ def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
     from models import ModelSpec, load_checkpoint
 
     spec = ModelSpec.from_config(cfg.model, len(inputs.meta_columns), len(inputs.context_columns))
-    folder = cfg.path(cfg.model.checkpoint_dir)
+    folder = cfg.location(cfg.model.checkpoint_dir)
     ckpt = load_checkpoint(folder / f"{version}.pt" if version else folder)
     embed.check_columns(ckpt, inputs.context_columns, inputs.meta_columns)
     if ckpt.spec != spec:

@@ -24,9 +24,9 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     seconds: dict[str, float] = defaultdict(float)
     rows: dict[str, int] = defaultdict(int)
     if fresh:
-        for p in (cfg.path(cfg.pipeline.storage_root), cfg.path(cfg.model.checkpoint_dir),
-                  cfg.path(cfg.feast.sqlite_path).parent):
-            shutil.rmtree(p, ignore_errors=True)
+        for where in (cfg.location(cfg.pipeline.storage_root), cfg.location(cfg.model.checkpoint_dir)):
+            where.delete_tree()
+        shutil.rmtree(cfg.path(cfg.feast.sqlite_path).parent, ignore_errors=True)
     spec = SyntheticSpec(users=users, days=days)
     data = cfg.path(cfg.data.interactions)
     t = time.perf_counter()

@@ -93,7 +93,7 @@ def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = 
                             indent=2))
         return 0 if fresh else 1
     if not days:
-        progress(f"no runs recorded under {cfg.table_path(tables.STAGE_LOG)}")
+        progress(f"no runs recorded under {cfg.table_location(tables.STAGE_LOG)}")
         return 1
     for d in days:
         rows = " ".join(f"{s}={n:,}" for s, n in d["rows"].items())

@@ -2,13 +2,18 @@
 
 The version is a hash of the spec and the parameter bytes, so the same weights
 always get the same version (idempotent re-registration) and any change gets a
-new one. Files are written to a temp name and renamed: a crash never leaves a
-half-written checkpoint or a LATEST pointing at one.
+new one. Files are written atomically (a temp name and a rename locally, one PUT on object
+storage): a crash never leaves a half-written checkpoint or a LATEST pointing at one.
+
+`directory` / `path_or_dir` is a pathlib.Path or any object with the same few methods (`/`,
+is_file, read_bytes, mkdir) plus `write_bytes_atomic(data)`: the pipelines hand in a
+core.storage.Location, which reaches S3 as well; this module stays storage-agnostic.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -83,23 +88,30 @@ def _check_stats(spec: ModelSpec, stats: dict | None, where: str) -> None:
         raise CheckpointError(str(e)) from e
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path, data: bytes) -> None:
+    if hasattr(path, "write_bytes_atomic"):
+        path.write_bytes_atomic(data)
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        Path(tmp).write_bytes(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save_checkpoint(ckpt: Checkpoint, directory) -> Path:
+def _as_folder(directory):
+    return directory if hasattr(directory, "write_bytes_atomic") else Path(directory)
+
+
+def save_checkpoint(ckpt: Checkpoint, directory):
     """Write <dir>/<version>.pt and point <dir>/LATEST at it (both atomic)."""
     check_shapes(ckpt.spec, ckpt.params)
     _check_stats(ckpt.spec, ckpt.input_stats, "checkpoint")
     ckpt.version = content_version(ckpt.spec, ckpt.params, ckpt.input_stats)
-    d = Path(directory)
+    d = _as_folder(directory)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{ckpt.version}.pt"
     blob = {
@@ -112,16 +124,18 @@ def save_checkpoint(ckpt: Checkpoint, directory) -> Path:
     }
     if ckpt.input_stats is not None:
         blob["input_stats"] = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in ckpt.input_stats.items()}
-    _atomic_write(path, lambda tmp: torch.save(blob, tmp))
-    _atomic_write(d / "LATEST", lambda tmp: Path(tmp).write_text(ckpt.version + "\n"))
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    _atomic_write(path, buffer.getvalue())
+    _atomic_write(d / "LATEST", (ckpt.version + "\n").encode())
     return path
 
 
 def load_checkpoint(path_or_dir, expect: ModelSpec | None = None) -> Checkpoint:
     """Load a checkpoint file, or the LATEST one of a folder. Verifies the content
     hash and, if `expect` is given, that the spec and shapes match it."""
-    p = Path(path_or_dir)
-    if p.is_dir():
+    p = _as_folder(path_or_dir)
+    if not p.is_file() and p.suffix != ".pt":  # a folder (on object storage: a prefix) with LATEST
         latest = p / "LATEST"
         if not latest.is_file():
             raise CheckpointError(f"{p}: no LATEST file; no checkpoint has been saved in this folder")
@@ -129,7 +143,7 @@ def load_checkpoint(path_or_dir, expect: ModelSpec | None = None) -> Checkpoint:
     if not p.is_file():
         raise CheckpointError(f"checkpoint file not found: {p}")
     try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(p.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated / not a torch file / foreign pickle
         raise CheckpointError(f"{p}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:

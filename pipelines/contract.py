@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -30,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 
 from core.config import Config
+from core.storage import Location, StorageError, as_location
 from pipelines import delta_tables
 
 ITEM_ID, EVENT_TS, LABEL, FEATURE_TS = "item_id", "event_timestamp", "label", "feature_timestamp"
@@ -83,26 +83,34 @@ class InputReport:
         return out
 
 
-def input_format(path: Path) -> str:
-    if path.is_dir() and (path / "_delta_log").is_dir():
-        return "delta"
-    if path.suffix.lower() in (".csv", ".tsv") or (path.is_dir() and any(path.glob("*.csv"))):
+def input_format(where: Location) -> str:
+    where = as_location(where)
+    if where.suffix.lower() in (".csv", ".tsv"):
         return "csv"
-    return "parquet"
+    if where.suffix.lower() == ".parquet" or not where.is_dir():
+        return "parquet"
+    names = [c.name for c in where.children()]
+    if "_delta_log" in names:
+        return "delta"
+    return "csv" if any(n.lower().endswith(".csv") for n in names) else "parquet"
+
+
+def _dataset(where: Location, fmt: str):
+    fs, path = as_location(where).filesystem()
+    return pads.dataset(path, filesystem=fs, format=pads.CsvFileFormat(convert_options=CSV_CONVERT)
+                        if fmt == "csv" else "parquet")
 
 
 # As Spark reads CSV: only an empty field is null ("NaN" is a float, "NA" a string).
 CSV_CONVERT = pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True)
 
 
-def file_schema(path: Path) -> pa.Schema:
+def file_schema(where: Location) -> pa.Schema:
     """The schema as stored (read_schema: as the pipeline reads it)."""
-    fmt = input_format(path)
+    fmt = input_format(where)
     if fmt == "delta":
-        return delta_tables.schema(path)
-    if fmt == "csv":
-        return pacsv.open_csv(path, convert_options=CSV_CONVERT).schema
-    return pads.dataset(path, format="parquet").schema
+        return delta_tables.schema(where)
+    return _dataset(where, fmt).schema
 
 
 def nanosecond_columns(schema: pa.Schema) -> list[str]:
@@ -116,19 +124,17 @@ def _as_read(schema: pa.Schema) -> pa.Schema:
                       for f in schema])
 
 
-def read_schema(path: Path) -> pa.Schema:
+def read_schema(path: Location) -> pa.Schema:
     return _as_read(file_schema(path))
 
 
-def read_table(path: Path, columns: list[str]) -> pa.Table:
+def read_table(path: Location, columns: list[str]) -> pa.Table:
     """The columns as the pipeline sees them: typed as read_schema says (ns -> us, Delta's types)."""
     fmt = input_format(path)
-    if fmt == "csv":
-        table = pacsv.read_csv(path, convert_options=CSV_CONVERT).select(columns)
-    elif fmt == "delta":
+    if fmt == "delta":
         table = delta_tables.read(path, columns)
     else:
-        table = pads.dataset(path, format="parquet").to_table(columns=columns)
+        table = _dataset(path, fmt).to_table(columns=columns)
     schema = read_schema(path)
     target = pa.schema([schema.field(c) for c in columns])
     # safe=False: sub-microsecond digits are dropped, as Spark's conversion drops them.
@@ -186,7 +192,7 @@ def _numeric_columns(schema: pa.Schema, reserved: set[str], configured: list[str
     return cols
 
 
-def _check_columns(cfg: Config, path: Path, required: list[tuple[str, str, set[str], str]],
+def _check_columns(cfg: Config, path: Location, required: list[tuple[str, str, set[str], str]],
                    numeric_role: str, configured: list[str]) -> tuple[InputReport, list[str]]:
     """Shared schema check: task keys + `required` (column, role, kinds, expected) + numeric columns."""
     report = InputReport(str(path))
@@ -203,7 +209,7 @@ def _check_columns(cfg: Config, path: Path, required: list[tuple[str, str, set[s
     return report, _numeric_columns(schema, reserved, configured, report, numeric_role)
 
 
-def check_interactions_schema(cfg: Config, path: Path) -> InputReport:
+def check_interactions_schema(cfg: Config, path: Location) -> InputReport:
     report, context = _check_columns(cfg, path, [
         (ITEM_ID, "item id", KEY_KINDS, "an integer or string id"),
         (EVENT_TS, "event time", {"timestamp"}, "a timestamp with time zone"),
@@ -213,7 +219,7 @@ def check_interactions_schema(cfg: Config, path: Path) -> InputReport:
     return report
 
 
-def check_features_schema(cfg: Config, path: Path) -> InputReport:
+def check_features_schema(cfg: Config, path: Location) -> InputReport:
     report, meta = _check_columns(cfg, path, [
         (FEATURE_TS, "snapshot time", {"timestamp"}, "a timestamp with time zone"),
     ], "meta feature", cfg.data.meta_feature_columns)
@@ -393,7 +399,7 @@ def row_scope(cfg: Config, context: list[str], schema: pa.Schema, run_date: dt.d
                     run_date or dt.datetime.now(dt.timezone.utc).date(), dates)
 
 
-def row_reasons(path: Path, scope: RowScope) -> tuple[int, np.ndarray, np.ndarray]:
+def row_reasons(path: Location, scope: RowScope) -> tuple[int, np.ndarray, np.ndarray]:
     """(rows in the input, row numbers checked, their fault reason or None), like a run would."""
     columns = list(dict.fromkeys([*scope.event_key, LABEL, *scope.context, *scope.order]))
     table = read_table(path, columns)
@@ -409,7 +415,7 @@ def _first(rows: np.ndarray, n: int = 5) -> list[int]:
     return rows[:n].tolist()
 
 
-def count_row_faults(cfg: Config, report: InputReport, path: Path, run_date: dt.date | None = None,
+def count_row_faults(cfg: Config, report: InputReport, path: Location, run_date: dt.date | None = None,
                      window_days: int | None = None) -> None:
     """Count the rows a run would quarantine, by reason (reads the columns the rules need)."""
     scope = row_scope(cfg, report.used_columns.get("context", []), read_schema(path), run_date, window_days)
@@ -429,13 +435,22 @@ def count_row_faults(cfg: Config, report: InputReport, path: Path, run_date: dt.
         report.problems.append(f"{path}: all {len(checked)} rows checked have row faults; nothing usable")
 
 
-def validate_inputs(cfg: Config, interactions: Path, features: Path | None, *, rows: bool = True,
+def validate_inputs(cfg: Config, interactions: Location, features: Location | None, *, rows: bool = True,
                     run_date: dt.date | None = None, window_days: int | None = None) -> list[InputReport]:
     """Check the inputs against the contract; rows=False checks schemas only (cheap).
 
     Row faults are counted over the whole input, or, given run_date, over the window a run
     for that date computes (window_days, default [pipeline] window_days).
     """
+    interactions, features = as_location(interactions), features and as_location(features)
+    try:
+        return _validate_inputs(cfg, interactions, features, rows, run_date, window_days)
+    except StorageError as e:
+        return [InputReport(str(interactions), problems=[str(e)])]
+
+
+def _validate_inputs(cfg: Config, interactions: Location, features: Location | None, rows: bool,
+                     run_date: dt.date | None, window_days: int | None) -> list[InputReport]:
     reports = []
     if not interactions.exists():
         reports.append(InputReport(str(interactions), problems=[f"{interactions}: file not found (interactions)"]))
@@ -457,7 +472,7 @@ def validate_inputs(cfg: Config, interactions: Path, features: Path | None, *, r
     return reports
 
 
-def require_valid(cfg: Config, interactions: Path, features: Path | None) -> tuple[list[str], list[str]]:
+def require_valid(cfg: Config, interactions: Location, features: Location | None) -> tuple[list[str], list[str]]:
     """Schema-check the inputs (no Spark); raise InputError naming every problem.
 
     Returns (context columns, meta feature columns) that the run will use.

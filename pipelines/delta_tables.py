@@ -9,56 +9,95 @@ delta-rs read of one day's partition milliseconds. delta-rs' Arrow path refuses 
 features it cannot apply on read (deletion vectors, column mapping): that raises
 DeltaReadError, and callers fall back to Spark or skip what needs the rows.
 
+Every function takes a core.storage.Location (a local folder or s3://…): its
+storage_options carry the endpoint, timeouts and retry limits; object-store errors become a
+StorageError that names the URI and the cause.
+
 Writers: the stage tables (labeled_interactions, task_samples, meta_embeddings, quarantine)
 are written by Spark only; stage_log and publish_log by delta-rs only (append), so no table
-has two writing engines.
+has two writing engines. On S3, Spark commits through Delta's single-driver S3 log store (one
+writer per table: the DAGs' max_active_runs=1 and shared pool), delta-rs through a conditional
+PUT (If-None-Match) of the next log entry.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from contextlib import contextmanager
 
 import pyarrow as pa
+
+from core.storage import Location, as_location
 
 
 class DeltaReadError(RuntimeError):
     """delta-rs cannot read this table into Arrow (the caller falls back to Spark or skips)."""
 
 
-def exists(path: Path | str) -> bool:
-    from deltalake import DeltaTable
-
-    return DeltaTable.is_deltatable(str(path))
-
-
-def _table(path: Path | str):
-    from deltalake import DeltaTable
-
+@contextmanager
+def _object_store_errors(where: Location):
+    """An object-store failure (OSError from delta-rs) as a StorageError naming the URI."""
     try:
-        return DeltaTable(str(path))
-    except Exception as e:  # deltalake raises TableNotFoundError, DeltaError, DeltaProtocolError ...
-        raise DeltaReadError(f"{path}: delta-rs cannot open the table: {e}") from e
+        yield
+    except OSError as e:
+        if not where.is_s3:
+            raise
+        raise where.error(e) from e
 
 
-def schema(path: Path | str) -> pa.Schema:
+def exists(where: Location) -> bool:
+    from deltalake import DeltaTable
+
+    where = as_location(where)
+    with _object_store_errors(where):
+        return DeltaTable.is_deltatable(where.uri, storage_options=where.delta_options())
+
+
+def _table(where: Location):
+    from deltalake import DeltaTable
+
+    where = as_location(where)
+    with _object_store_errors(where):
+        try:
+            return DeltaTable(where.uri, storage_options=where.delta_options())
+        except OSError:
+            raise
+        except Exception as e:  # deltalake raises TableNotFoundError, DeltaError, DeltaProtocolError ...
+            raise DeltaReadError(f"{where}: delta-rs cannot open the table: {e}") from e
+
+
+def version(where: Location) -> int:
+    """The table's current version (the number of its latest commit)."""
+    table = _table(where)
+    with _object_store_errors(where):
+        return table.version()
+
+
+def schema(where: Location) -> pa.Schema:
     """The table's schema as Arrow types (from the log; no data read)."""
-    return pa.schema(_table(path).schema().to_arrow())
+    return pa.schema(_table(where).schema().to_arrow())
 
 
-def read(path: Path | str, columns: list[str] | None = None, filters: list[tuple] | None = None) -> pa.Table:
+def read(where: Location, columns: list[str] | None = None, filters: list[tuple] | None = None) -> pa.Table:
     """The table's current snapshot (only `columns`, only rows matching partition `filters`)."""
-    table = _table(path)
-    try:
-        return table.to_pyarrow_table(columns=columns, filters=filters or None)
-    except Exception as e:
-        protocol = table.protocol()
-        raise DeltaReadError(
-            f"{path}: delta-rs' Arrow reader refused the table (minReaderVersion "
-            f"{protocol.min_reader_version}, reader features {protocol.reader_features or []}): {e}") from e
+    where = as_location(where)
+    table = _table(where)
+    with _object_store_errors(where):
+        try:
+            return table.to_pyarrow_table(columns=columns, filters=filters or None)
+        except OSError:
+            raise
+        except Exception as e:
+            protocol = table.protocol()
+            raise DeltaReadError(
+                f"{where}: delta-rs' Arrow reader refused the table (minReaderVersion "
+                f"{protocol.min_reader_version}, reader features {protocol.reader_features or []}): {e}") from e
 
 
-def append(path: Path | str, rows: pa.Table) -> None:
+def append(where: Location, rows: pa.Table) -> None:
     """Append rows in one Delta commit (creates the table on first use)."""
     from deltalake import write_deltalake
 
-    write_deltalake(str(path), rows, mode="append")
+    where = as_location(where)
+    with _object_store_errors(where):
+        write_deltalake(where.uri, rows, mode="append", storage_options=where.delta_options())
+

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import config as config_mod  # noqa: E402
 from metaemb.daily import STAGES, TRAIN, describe, run_stage  # noqa: E402
 from pipelines.labeled import resolve_inputs  # noqa: E402
+from pipelines.lake import check_storage  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 from metaemb.airflow_dags import EXIT_NO_RETRY  # noqa: E402
 from models import CheckpointError  # noqa: E402
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             result = serving_stages.run(cfg, args.stage, args.date)
         else:
             inputs = resolve_inputs(cfg)
+            check_storage(cfg)
             spark = get_spark(cfg, app_name=f"metaemb-{args.stage}-{args.date}")
             result = run_stage(spark, cfg, args.stage, args.date, inputs, model_version=args.model_version,
                                allow_empty_day=args.allow_empty_day)

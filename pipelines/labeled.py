@@ -20,12 +20,12 @@ import functools
 import logging
 import operator
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.config import Config
+from core.storage import Location
 from pipelines import contract as C
 from core import tables
 from pipelines import lake
@@ -40,8 +40,8 @@ class EmptyDayError(ValueError):
 
 @dataclass(frozen=True)
 class Inputs:
-    interactions: Path
-    features: Path | None
+    interactions: Location
+    features: Location | None
     context_columns: tuple[str, ...]
     meta_columns: tuple[str, ...]
     order_columns: tuple[str, ...] = ()  # tie-break among duplicate events (contract.order_columns)
@@ -49,9 +49,9 @@ class Inputs:
 
 def resolve_inputs(cfg: Config, interactions: str | None = None, features: str | None = None) -> Inputs:
     """Input paths (CLI overrides win over config), schema-checked before any Spark work."""
-    inter = cfg.path(interactions or cfg.data.interactions)
+    inter = cfg.location(interactions or cfg.data.interactions)
     feats_value = features if features is not None else cfg.data.entity_features
-    feats = cfg.path(feats_value) if feats_value else None
+    feats = cfg.location(feats_value) if feats_value else None
     context, meta = C.require_valid(cfg, inter, feats)
     order = C.order_columns(C.read_schema(inter), list(cfg.data.task_key))
     return Inputs(inter, feats, tuple(context), tuple(meta), order)
@@ -64,7 +64,7 @@ def window_dates(cfg: Config, run_date: dt.date) -> list[dt.date]:
 NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
 
 
-def read_input(spark: SparkSession, path: Path) -> DataFrame:
+def read_input(spark: SparkSession, path: Location) -> DataFrame:
     """An input as the contract reads it: nanosecond timestamps (pandas' default Parquet)
     arrive as microsecond timestamps, sub-microsecond digits dropped."""
     nanos = C.nanosecond_columns(C.file_schema(path)) if C.input_format(path) == "parquet" else []

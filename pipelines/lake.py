@@ -5,32 +5,39 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from pathlib import Path
-
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from core import tables
 from core.config import Config
+from core.storage import Location, as_location
 from pipelines import delta_tables
 from pipelines.contract import input_format
 
 log = logging.getLogger(__name__)
 
 
-def read_input(spark: SparkSession, path: Path) -> DataFrame:
-    fmt = input_format(path)
+def read_input(spark: SparkSession, where: Location) -> DataFrame:
+    where = as_location(where)
+    fmt = input_format(where)
     if fmt == "csv":
-        return spark.read.option("header", True).option("inferSchema", True).csv(str(path))
-    return spark.read.format(fmt).load(str(path))
+        return spark.read.option("header", True).option("inferSchema", True).csv(where.spark_uri)
+    return spark.read.format(fmt).load(where.spark_uri)
+
+
+def check_storage(cfg: Config) -> None:
+    """Reach storage_root and checkpoint_dir once, before Spark starts: a missing bucket,
+    refused credentials or a silent endpoint fail here, in seconds, naming the URI."""
+    for value in (cfg.pipeline.storage_root, cfg.model.checkpoint_dir):
+        cfg.location(value).check_access()
 
 
 def table_exists(cfg: Config, name: str) -> bool:
-    return delta_tables.exists(cfg.table_path(name))
+    return delta_tables.exists(cfg.table_location(name))
 
 
 def read_table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
-    return spark.read.format("delta").load(str(cfg.table_path(name)))
+    return spark.read.format("delta").load(cfg.table_location(name).spark_uri)
 
 
 def read_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
@@ -40,7 +47,7 @@ def read_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
     A table delta-rs' Arrow reader refuses (deletion vectors, column mapping) is read through
     Spark instead; only then does a session start.
     """
-    path = cfg.table_path(name)
+    path = cfg.table_location(name)
     try:
         return delta_tables.read(path, columns, filters=[(date_column, "=", run_date)]).select(columns)
     except delta_tables.DeltaReadError as e:
@@ -65,7 +72,7 @@ def replace_partitions(df: DataFrame, cfg: Config, name: str, column: str, dates
     """
     predicate = f"{column} IN ({', '.join(sql_date(d) for d in sorted(set(dates)))})"
     (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-       .partitionBy(column).save(str(cfg.table_path(name))))
+       .partitionBy(column).save(cfg.table_location(name).spark_uri))
 
 
 STAGE_LOG_SCHEMA = pa.schema([("stage", pa.string()), ("run_date", pa.date32()), ("rows", pa.int64()),
@@ -79,14 +86,14 @@ def log_stage(cfg: Config, stage: str, rows_by_date: dict[dt.date, int], seconds
     days = sorted(rows_by_date)
     rows = {"stage": [stage] * len(days), "run_date": days, "rows": [int(rows_by_date[d]) for d in days],
             "seconds": [float(seconds)] * len(days), "detail": [detail] * len(days), "completed_at": [now] * len(days)}
-    delta_tables.append(cfg.table_path(tables.STAGE_LOG), pa.table(rows, schema=STAGE_LOG_SCHEMA))
+    delta_tables.append(cfg.table_location(tables.STAGE_LOG), pa.table(rows, schema=STAGE_LOG_SCHEMA))
 
 
 def stage_log(cfg: Config, columns: list[str]):
     """The stage_log table as pandas (None before the first stage completed)."""
     if not table_exists(cfg, tables.STAGE_LOG):
         return None
-    return delta_tables.read(cfg.table_path(tables.STAGE_LOG), columns).to_pandas()
+    return delta_tables.read(cfg.table_location(tables.STAGE_LOG), columns).to_pandas()
 
 
 def completed_dates(cfg: Config, stage: str) -> set[dt.date]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from core import storage
 from core.config import Config
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,33 @@ def delta_jars(cfg: Config) -> list[Path]:
     return jars
 
 
-def spark_conf(cfg: Config) -> dict[str, str]:
-    """Spark settings shared by the in-process session and spark-submit (Airflow)."""
+# hadoop-aws matching pyspark's bundled Hadoop client, and the AWS SDK it is built against;
+# scripts/setup.sh fetches them only when the config or the tests use S3 (the SDK is 686 MB).
+S3_JARS = ("hadoop-aws-3.5.0.jar", "bundle-2.35.4.jar", "analyticsaccelerator-s3-1.3.1.jar")
+
+
+def s3_jars(cfg: Config) -> list[Path]:
+    folder = cfg.path(cfg.spark.jars_dir)
+    missing = [name for name in S3_JARS if not (folder / name).is_file()]
+    if missing:
+        raise SetupError(f"S3 connector jars not found in {folder}: {', '.join(missing)}; run "
+                         "`METAEMB_S3_JARS=1 bash scripts/setup.sh` (fetches hadoop-aws and the AWS SDK once)")
+    return [folder / name for name in S3_JARS]
+
+
+def s3_spark_conf(cfg: Config) -> dict[str, str]:
+    """S3A settings (endpoint, region, path style, timeouts); credentials stay in the environment."""
+    return storage.S3Settings.resolve(cfg.s3).spark_conf()
+
+
+def spark_conf(cfg: Config, s3: bool | None = None) -> dict[str, str]:
+    """Spark settings shared by the in-process session and spark-submit (Airflow).
+
+    The S3A connector is added when the config puts a location on S3 (or s3=True)."""
+    s3 = cfg.uses_s3() if s3 is None else s3
+    jars = delta_jars(cfg) + (s3_jars(cfg) if s3 else [])
     conf = {
-        "spark.jars": ",".join(str(j) for j in delta_jars(cfg)),
+        "spark.jars": ",".join(str(j) for j in jars),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
@@ -52,6 +76,8 @@ def spark_conf(cfg: Config) -> dict[str, str]:
         "spark.pyspark.driver.python": sys.executable,
         "spark.executorEnv.PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
     }
+    if s3:
+        conf.update(s3_spark_conf(cfg))
     if cfg.spark.driver_java_options:
         conf["spark.driver.extraJavaOptions"] = cfg.spark.driver_java_options
     if cfg.spark.executor_gpus > 0:
@@ -63,13 +89,13 @@ def spark_conf(cfg: Config) -> dict[str, str]:
     return conf
 
 
-def get_spark(cfg: Config, app_name: str = "metaemb") -> SparkSession:
+def get_spark(cfg: Config, app_name: str = "metaemb", s3: bool | None = None) -> SparkSession:
     """Return the active session or build one from config (one per process)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     builder = SparkSession.builder.appName(app_name).master(cfg.spark.master)
-    for key, value in spark_conf(cfg).items():
+    for key, value in spark_conf(cfg, s3).items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s)", cfg.spark.master)
     spark = builder.getOrCreate()

@@ -46,11 +46,11 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
         take = lambda m: type(data)(**{k: (v[m] if v is not None else None) for k, v in vars(data).items()})  # noqa: E731
         init = None
         if cfg.train.warm_start:
-            init = load_checkpoint(cfg.path(cfg.train.warm_start), expect=spec)
+            init = load_checkpoint(cfg.location(cfg.train.warm_start), expect=spec)
         ckpt = train(spec, cfg.train, take(~hold), valid=take(hold) if hold.any() else None, init=init,
                      meta_columns=list(inputs.meta_columns), context_columns=list(inputs.context_columns),
                      progress=progress)
-        path = save_checkpoint(ckpt, cfg.path(cfg.model.checkpoint_dir))
+        path = save_checkpoint(ckpt, cfg.location(cfg.model.checkpoint_dir))
     lake.log_stage(cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
     return {"stage": STAGE, "tasks": n, "seconds": t.seconds, "model_version": ckpt.version,
             "checkpoint": str(path), "metrics": ckpt.metrics}

@@ -43,6 +43,26 @@ for a in "delta-spark_${SPARK_BINARY}" "delta-storage"; do
 done
 say "Delta jars: $(ls "$JARS_DIR" | tr '\n' ' ')"
 
+# 2b. S3: hadoop-aws matching pyspark's bundled Hadoop 3.5.0, the AWS SDK v2 bundle it was built
+#     against (686 MB) and its analytics stream. Only when asked (METAEMB_S3_JARS=1: the tests)
+#     or when the config puts a location on s3://; the embedded-default demo never downloads it.
+HADOOP_VERSION=3.5.0 AWS_SDK_VERSION=2.35.4 S3_ANALYTICS_VERSION=1.3.1
+if [ "${METAEMB_S3_JARS:-0}" = 1 ] || .venv/bin/python -c \
+    'import sys; from core.config import load; sys.exit(0 if load().uses_s3() else 1)' 2>/dev/null; then
+  if need_jar "hadoop-aws-$HADOOP_VERSION.jar"; then
+    say "fetching org.apache.hadoop:hadoop-aws:$HADOOP_VERSION from Maven Central"
+    fetch_jar org.apache.hadoop hadoop-aws "$HADOOP_VERSION"
+  fi
+  if need_jar "analyticsaccelerator-s3-$S3_ANALYTICS_VERSION.jar"; then
+    fetch_jar software.amazon.s3.analyticsaccelerator analyticsaccelerator-s3 "$S3_ANALYTICS_VERSION"
+  fi
+  if need_jar "bundle-$AWS_SDK_VERSION.jar"; then
+    say "fetching software.amazon.awssdk:bundle:$AWS_SDK_VERSION (686 MB, once)"
+    fetch_jar software.amazon.awssdk bundle "$AWS_SDK_VERSION"
+  fi
+  say "S3 connector jars: hadoop-aws-$HADOOP_VERSION bundle-$AWS_SDK_VERSION analyticsaccelerator-s3-$S3_ANALYTICS_VERSION"
+fi
+
 # 3. MovieLens-100k, as shipped inside the recbole 1.2.1 wheel (extracted, never committed).
 ML_DIR=var/data/ml-100k
 if [ ! -s "$ML_DIR/ml-100k.inter" ]; then

@@ -34,9 +34,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core import tables
+from core import storage, tables
 from core.config import Config
 from pipelines import lake
+from pipelines.spark import s3_jars, s3_spark_conf
 from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,10 @@ def _spark_conf_for_feast(cfg: Config, rel_to: Path | None) -> dict[str, str]:
     # spark.jars takes no globs: name the Delta jars set-up fetched (delta-spark, delta-storage).
     jars_dir = cfg.path(cfg.spark.jars_dir).resolve()
     found = sorted(jars_dir.glob("delta-*.jar")) or [jars_dir / "delta-spark.jar", jars_dir / "delta-storage.jar"]
+    if cfg.uses_s3():
+        found += s3_jars(cfg)
     jars = ",".join(str(j) if rel_to is None else os.path.relpath(j, rel_to) for j in found)
-    return {
+    conf = {
         "spark.master": cfg.spark.master,
         "spark.jars": jars,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -73,6 +76,9 @@ def _spark_conf_for_feast(cfg: Config, rel_to: Path | None) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "false",
     }
+    if cfg.uses_s3():
+        conf.update(s3_spark_conf(cfg))
+    return conf
 
 
 def _redis_connection_string(cfg: Config, *, password_placeholder: bool = False) -> str:
@@ -83,6 +89,24 @@ def _redis_connection_string(cfg: Config, *, password_placeholder: bool = False)
         pw = "${%s}" % REDIS_PASSWORD_ENV if password_placeholder else os.environ[REDIS_PASSWORD_ENV]
         conn = f"{conn},password={pw}"
     return conn
+
+
+def _registry_settings(cfg: Config, local_path) -> dict[str, Any]:
+    """A local registry goes through the atomic file store; s3://… through Feast's own S3
+    registry store (boto3; endpoint from $FEAST_S3_ENDPOINT_URL, set by repo_config)."""
+    if storage.is_s3(cfg.feast.registry_path):
+        return {"registry_type": "file", "path": cfg.location(cfg.feast.registry_path).uri, "cache_ttl_seconds": 0}
+    return {"registry_type": "file", "path": local_path(cfg.feast.registry_path),
+            "registry_store_type": ATOMIC_REGISTRY_STORE, "cache_ttl_seconds": 0}
+
+
+def _s3_registry_environment(cfg: Config) -> None:
+    """Feast's S3 registry store builds its boto3 client from the environment only."""
+    settings = cfg.location(cfg.feast.registry_path).s3
+    if settings.endpoint_url:
+        os.environ["FEAST_S3_ENDPOINT_URL"] = settings.endpoint_url
+    os.environ.setdefault("AWS_DEFAULT_REGION", settings.region)
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(settings.max_attempts))
 
 
 def _store_settings(cfg: Config, rel_to: Path | None, *, for_file: bool) -> dict[str, Any]:
@@ -97,8 +121,7 @@ def _store_settings(cfg: Config, rel_to: Path | None, *, for_file: bool) -> dict
     settings: dict[str, Any] = {
         "project": cfg.feast.project,
         "provider": "local",
-        "registry": {"registry_type": "file", "path": p(cfg.feast.registry_path),
-                     "registry_store_type": ATOMIC_REGISTRY_STORE, "cache_ttl_seconds": 0},
+        "registry": _registry_settings(cfg, p),
         "online_store": online,
         "offline_store": {"type": "spark", "spark_conf": _spark_conf_for_feast(cfg, rel_to)},
         "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
@@ -114,7 +137,10 @@ def repo_config(cfg: Config):
     settings = _store_settings(cfg, None, for_file=False)
     if cfg.feast.online_store == "sqlite":
         cfg.path(cfg.feast.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-    cfg.path(cfg.feast.registry_path).parent.mkdir(parents=True, exist_ok=True)
+    if storage.is_s3(cfg.feast.registry_path):
+        _s3_registry_environment(cfg)
+    else:
+        cfg.path(cfg.feast.registry_path).parent.mkdir(parents=True, exist_ok=True)
     rc = RepoConfig(**settings)
     rc.repo_path = repo_dir(cfg)
     return rc
@@ -191,7 +217,7 @@ def served_day(materialized_end: datetime) -> date:
 def read_partition(cfg: Config, run_date: date, columns: list[str] | None = None):
     """The run_date partition of meta_embeddings as an Arrow table (driver side, delta-rs)."""
     if not lake.table_exists(cfg, tables.META_EMBEDDINGS):
-        raise PublishError(f"{cfg.table_path(tables.META_EMBEDDINGS)}: no Delta table meta_embeddings to publish from")
+        raise PublishError(f"{cfg.table_location(tables.META_EMBEDDINGS)}: no Delta table meta_embeddings to publish from")
     cols = columns or [*cfg.data.task_key, tables.EMBEDDING, tables.N_SAMPLES, tables.MODEL_VERSION,
                        tables.EVENT_TIMESTAMP, tables.CREATED_TIMESTAMP]
     return lake.read_day(cfg, tables.META_EMBEDDINGS, run_date, cols)

@@ -86,6 +86,7 @@ class PublishResult:
     online_store: str
     status: str  # published | skipped
     gate: GateReport | None = None
+    read_s: float = 0.0  # reading the day's partition (delta-rs), part of seconds
 
 
 # ---------------------------------------------------------------------- publish_log
@@ -122,12 +123,12 @@ def log_publish(cfg: Config, run_date: date, *, status: str, method: str, rows: 
            float(seconds), int(g.nan_inf_rows), _finite(float(g.mean_norm)), g.prev_run_date, g.prev_rows,
            _finite(g.row_ratio), int(g.common_keys), _finite(g.mean_drift), g.model_version or None, message[:2000])
     table = pa.Table.from_pylist([dict(zip(LOG_SCHEMA.names, row))], schema=LOG_SCHEMA)
-    delta_tables.append(cfg.table_path(tables.PUBLISH_LOG), table)
+    delta_tables.append(cfg.table_location(tables.PUBLISH_LOG), table)
 
 
 def publish_log(cfg: Config, columns: list[str] | None = None):
     """The publish_log table as pandas, oldest first (None when nothing was ever published)."""
-    path = cfg.table_path(tables.PUBLISH_LOG)
+    path = cfg.table_location(tables.PUBLISH_LOG)
     if not delta_tables.exists(path):
         return None
     return delta_tables.read(path, columns).to_pandas().sort_values("logged_at", kind="stable")
@@ -296,6 +297,7 @@ def publish(cfg: Config, run_date: date, *, method: str | None = None, skip_gate
     t0 = time.perf_counter()
     gate = None
     today = feast_store.read_partition(cfg, run_date)
+    read_s = time.perf_counter() - t0
     if not skip_gate:
         try:
             gate = check_gate(cfg, run_date, today)
@@ -319,11 +321,11 @@ def publish(cfg: Config, run_date: date, *, method: str | None = None, skip_gate
         log_publish(cfg, run_date, status="skipped", method=method, rows=0,
                     seconds=time.perf_counter() - t0, gate=gate, message=msg)
         return PublishResult(run_date, 0, time.perf_counter() - t0, method, cfg.feast.online_store,
-                             "skipped", gate)
+                             "skipped", gate, read_s)
     res = feast_store.write_partition(cfg, run_date, method, store=store, table=today)
     rows = res.rows if res.rows >= 0 else (gate.rows if gate else -1)
     log_publish(cfg, run_date, status="published", method=method, rows=rows, seconds=res.seconds, gate=gate)
-    return PublishResult(run_date, rows, res.seconds, method, cfg.feast.online_store, "published", gate)
+    return PublishResult(run_date, rows, res.seconds, method, cfg.feast.online_store, "published", gate, read_s)
 
 
 def result_dict(res: PublishResult) -> dict:

@@ -24,7 +24,7 @@ def run(cfg: Config, stage: str, run_date: dt.date) -> dict:
     t = time.perf_counter()
     if stage == "publish":
         result = publish(cfg, run_date)
-        out = {"stage": stage, "rows": result.rows, "method": result.method}
+        out = {"stage": stage, "rows": result.rows, "method": result.method, "read_s": result.read_s}
         detail = result.method
     elif stage == "check":
         out = check(cfg, run_date)

@@ -33,16 +33,31 @@ def make_config(tmp_path: Path, **sections) -> config_mod.Config:
 
 
 @pytest.fixture(scope="session")
-def spark():
-    """The one SparkSession of the test run (starting one costs ~10 s)."""
+def s3_endpoint():
+    """A real S3 endpoint on loopback (moto's server) with bucket "lake", for the whole run.
+
+    Its (test) credentials go into the environment, where every client reads them."""
+    from metaemb import loopback_s3
+
+    os.environ.update(loopback_s3.TEST_CREDENTIALS)
+    with loopback_s3.serve(["lake"]) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def spark(s3_endpoint):
+    """The one SparkSession of the test run (starting one costs ~10 s); it reaches the loopback
+    S3 endpoint too (s3a://), so lake tests on S3 share it."""
+    from metaemb.loopback_s3 import s3_section
     from pipelines.spark import get_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     cfg = config_mod.from_dict(
-        {"spark": {"jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 4, "master": "local[2]"}},
+        {"spark": {"jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 4, "master": "local[2]"},
+         "s3": s3_section(s3_endpoint)},
         source="<test>", base_dir=PROJECT_ROOT,
     )
-    session = get_spark(cfg, app_name="metaemb-tests")
+    session = get_spark(cfg, app_name="metaemb-tests", s3=True)
     yield session
     session.stop()
 

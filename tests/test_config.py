@@ -14,7 +14,23 @@ def write(tmp_path, text):
 def test_defaults_and_relative_paths(tmp_path):
     cfg = C.load(write(tmp_path, '[pipeline]\nwindow_days = 14\nstorage_root = "lake"\n'))
     assert cfg.pipeline.window_days == 14 and cfg.pipeline.cap_samples == 64
-    assert cfg.table_path("meta_embeddings") == (tmp_path / "lake" / "meta_embeddings").resolve()
+    assert cfg.table_location("meta_embeddings").uri == str((tmp_path / "lake" / "meta_embeddings").resolve())
+
+
+def test_s3_locations_have_one_spelling_and_each_client_its_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    cfg = C.load(write(tmp_path, '[pipeline]\nstorage_root = "s3a://lake//prod/"\n[s3]\npath_style = true\n'))
+    loc = cfg.table_location("meta_embeddings")
+    assert loc.uri == "s3://lake/prod/meta_embeddings" and loc.spark_uri == "s3a://lake/prod/meta_embeddings"
+    opts = loc.delta_options()
+    assert opts["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000" and opts["AWS_ALLOW_HTTP"] == "true"
+    assert opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] == "false" and opts["AWS_REGION"] == "us-east-1"
+    assert not any("SECRET" in k or "ACCESS_KEY" in k for k in opts)  # credentials: environment only
+    assert cfg.location("var/models").uri == str(tmp_path / "var" / "models")
+    with pytest.raises(C.ConfigError, match="unknown key \\[s3\\] secret_access_key"):
+        C.load(write(tmp_path, '[s3]\nsecret_access_key = "x"\n'))
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -47,7 +63,7 @@ def test_env_var_selects_the_file(tmp_path, monkeypatch):
 def test_tables_stay_under_storage_root(tmp_path):
     cfg = C.load(write(tmp_path, '[pipeline]\nstorage_root = "lake"\n'))
     with pytest.raises(C.ConfigError, match="outside storage_root"):
-        cfg.table_path("../../etc")
+        cfg.table_location("../../etc")
 
 
 def test_installation_paths_resolve_from_the_project_not_the_config_folder(tmp_path):

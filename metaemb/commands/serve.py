@@ -31,7 +31,7 @@ def run(args, cfg) -> int:
         store.get_feature_service(FEATURE_SERVICE)
     except Exception as e:  # Feast's *NotFoundException: nothing applied to this registry yet
         raise RuntimeError(f"feature service {FEATURE_SERVICE!r} is not in the registry "
-                           f"{cfg.path(cfg.feast.registry_path)} ({e}); run `metaemb apply` first") from e
+                           f"{cfg.location(cfg.feast.registry_path)} ({e}); run `metaemb apply` first") from e
     print(f"[serve] Feast feature server on http://{args.host}:{args.port} (feature service {FEATURE_SERVICE!r}, "
           f"online store {cfg.feast.online_store}, {args.workers} worker(s)); POST /get-online-features",
           flush=True)

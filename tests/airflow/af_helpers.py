@@ -141,7 +141,7 @@ def table_counts(spark, cfg: config_mod.Config, name: str, date_col: str, keys: 
     """{date: (rows, distinct keys)} of one Delta table."""
     from pyspark.sql import functions as F
 
-    df = spark.read.format("delta").load(str(cfg.table_path(name)))
+    df = spark.read.format("delta").load(str(cfg.table_location(name)))
     rows = (df.groupBy(date_col).agg(F.count(F.lit(1)).alias("rows"),
                                      F.countDistinct(*keys).alias("distinct"))
             .collect())

@@ -45,7 +45,7 @@ def backfill(cfg_path, first: dt.date, last: dt.date):
 def created_at(spark, cfg, day: dt.date):
     from pyspark.sql import functions as F
 
-    df = spark.read.format("delta").load(str(cfg.table_path(tables.META_EMBEDDINGS)))
+    df = spark.read.format("delta").load(str(cfg.table_location(tables.META_EMBEDDINGS)))
     return df.where(F.col(tables.RUN_DATE) == F.lit(day)).agg(F.max(tables.CREATED_TIMESTAMP)).first()[0]
 
 
@@ -102,7 +102,7 @@ def test_backfill_fresh_then_older_dates_with_an_empty_day(airflow_project, spar
             detail + "\n" + task_logs(home, "metaemb_daily", limit=1500)[-20000:]
         assert first.returncode == 0, detail
         newest = FRESH[-1]
-        sample = (spark.read.format("delta").load(str(cfg.table_path(tables.META_EMBEDDINGS)))
+        sample = (spark.read.format("delta").load(str(cfg.table_location(tables.META_EMBEDDINGS)))
                   .where(f"{tables.RUN_DATE} = DATE'{newest}'").orderBy(*keys).limit(10)
                   .select(*keys, tables.EMBEDDING).toPandas())
         online_before = served_embeddings(cfg, sample[keys].to_dict("records"))
@@ -161,7 +161,7 @@ def test_backfill_fresh_then_older_dates_with_an_empty_day(airflow_project, spar
     for d in (OLDER[0], OLDER[-1]):
         assert publish_state(days[d.isoformat()]["publish"]) == says, days[d.isoformat()]
     assert publish_state(days[newest.isoformat()]["publish"]) == "published"
-    check_detail = (spark.read.format("delta").load(str(cfg.table_path(tables.STAGE_LOG)))
+    check_detail = (spark.read.format("delta").load(str(cfg.table_location(tables.STAGE_LOG)))
                     .where(f"stage = 'check' AND run_date = DATE'{OLDER[-1]}'")
                     .orderBy("completed_at").select("detail").collect()[-1]["detail"])
     assert check_detail == says

@@ -14,7 +14,7 @@ from core import config as config_mod
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SERVICES = {"postgres", "redis", "spark-master", "spark-worker", "airflow-init", "airflow-api-server",
-            "airflow-scheduler", "airflow-dag-processor", "feature-server"}
+            "airflow-scheduler", "airflow-dag-processor", "feature-server", "minio", "minio-init"}
 
 
 def _compose() -> dict:
@@ -53,7 +53,7 @@ def test_compose_services_and_keys():
     assert "spark://spark-master:7077" in services["spark-worker"]["command"]
     assert services["redis"]["image"].startswith("redis:")
     assert services["feature-server"]["command"][:2] == [".venv/bin/metaemb", "serve"]
-    assert {"metaemb-data"} <= set(doc["volumes"])
+    assert "metaemb-data" not in doc["volumes"]  # the lake is on MinIO, not a shared volume
     # No secret literal anywhere in the file.
     assert not re.search(r"(?i)password\s*[:=]\s*(?!\$\{)\S+", COMPOSE.read_text().replace("_PASSWORD", ""))
 
@@ -72,7 +72,17 @@ def test_compose_config_file_loads_and_matches():
     conn = _env(services["airflow-scheduler"])["AIRFLOW_CONN_" + cfg.airflow.spark_conn_id.upper()]
     assert cfg.spark.master in conn
     assert cfg.airflow.home == _env(services["airflow-scheduler"])["AIRFLOW_HOME"]
-    assert cfg.pipeline.storage_root.startswith("/data/")
+    # Every location on MinIO, in the bucket minio-init creates; credentials from the environment.
+    bucket = cfg.pipeline.storage_root.removeprefix("s3://").split("/")[0]
+    for value in (cfg.pipeline.storage_root, cfg.model.checkpoint_dir, cfg.data.interactions,
+                  cfg.data.entity_features, cfg.feast.registry_path):
+        assert value.startswith(f"s3://{bucket}/"), value
+    assert f"local/{bucket}" in services["minio-init"]["command"][0]
+    assert cfg.s3.endpoint_url.removeprefix("http://").split(":")[0] in services and cfg.s3.path_style
+    for name in ("airflow-scheduler", "spark-worker", "feature-server"):
+        env = _env(services[name])
+        assert env["AWS_ACCESS_KEY_ID"].startswith("${") and env["AWS_SECRET_ACCESS_KEY"].startswith("${")
+        assert not any("/data" in v for v in services[name].get("volumes", [])), name
 
 
 def test_dockerfile_matches_stack():
@@ -101,7 +111,8 @@ def test_docker_compose_config_validates():
         pytest.skip("neither `docker compose` nor docker-compose is installed (the static checks above ran)")
     base = {"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": "/tmp"}
     ok = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
-                        env={**base, "AIRFLOW_DB_PASSWORD": "x", "AIRFLOW_JWT_SECRET": "y"}, cwd=str(PROJECT_ROOT))
+                        env={**base, "AIRFLOW_DB_PASSWORD": "x", "AIRFLOW_JWT_SECRET": "y", "MINIO_ROOT_USER": "u",
+                             "MINIO_ROOT_PASSWORD": "p"}, cwd=str(PROJECT_ROOT))
     assert ok.returncode == 0, ok.stderr
     # Secrets are required from the environment: without them the file does not resolve.
     missing = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,

@@ -51,7 +51,7 @@ def write_meta_embeddings(spark, cfg, run_date: date, keys, emb: np.ndarray, *,
         ]
     )
     df = spark.createDataFrame(pdf, schema=schema)
-    path = str(cfg.table_path(tables.META_EMBEDDINGS))
+    path = str(cfg.table_location(tables.META_EMBEDDINGS))
     (df.write.format("delta").mode("overwrite").partitionBy(tables.RUN_DATE)
      .option("replaceWhere", f"{tables.RUN_DATE} = '{run_date.isoformat()}'").save(path))
 

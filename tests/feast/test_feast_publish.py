@@ -84,7 +84,7 @@ def test_feast_cli_apply_on_the_repo_as_written(spark, tmp_path):
     store = feast_store.feature_store(cfg)
     fv = store.get_feature_view("meta_embedding")
     assert [f.name for f in fv.features] == ["embedding", "n_samples", "model_version"]
-    assert fv.batch_source.path == str(cfg.table_path(tables.META_EMBEDDINGS))
+    assert fv.batch_source.path == str(cfg.table_location(tables.META_EMBEDDINGS))
     assert store.get_feature_service("metaemb").name == "metaemb"
     assert sorted(e.name for e in store.list_entities()) == ["user_id"]
     # ...and a publish + lookup through the CLI-applied registry works
@@ -266,7 +266,7 @@ def test_read_partition_through_delta_rs_equals_spark_rows(spark, cfg):
     write_meta_embeddings(spark, cfg, D1, keys(50), emb)
     write_meta_embeddings(spark, cfg, D2, keys(30, "w"), random_embeddings(30, seed=12))
     got = feast_store.read_partition(cfg, D1)
-    ref = (spark.read.format("delta").load(str(cfg.table_path(tables.META_EMBEDDINGS)))
+    ref = (spark.read.format("delta").load(str(cfg.table_location(tables.META_EMBEDDINGS)))
            .where(F.col("run_date") == F.lit(D1)).drop("run_date").toArrow())
     a = feast_store.encode_partition(cfg, got)
     b = feast_store.encode_partition(cfg, ref)
