@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from core import tables
 from core.config import Config
 from pipelines import lake
+from pipelines.artifact import export_artifact
 from pipelines.embed import task_batch
 from pipelines.labeled import Inputs
 
@@ -51,6 +52,7 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
                      meta_columns=list(inputs.meta_columns), context_columns=list(inputs.context_columns),
                      progress=progress)
         path = save_checkpoint(ckpt, cfg.path(cfg.model.checkpoint_dir))
+        artifact = export_artifact(ckpt, cfg.path(cfg.model.checkpoint_dir))
     lake.log_stage(cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
     return {"stage": STAGE, "tasks": n, "seconds": t.seconds, "model_version": ckpt.version,
-            "checkpoint": str(path), "metrics": ckpt.metrics}
+            "checkpoint": str(path), "artifact": str(artifact), "metrics": ckpt.metrics}

@@ -1,0 +1,19 @@
+"""Write a checkpoint's serving artifact beside it: models.artifact builds the ONNX bytes,
+core.artifact names the file, holds the parts of the contract that are not the model's and
+does the file I/O. No Spark here: `metaemb export` runs it without a JVM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core import artifact as contract
+
+
+def export_artifact(ckpt, checkpoint_dir) -> Path:
+    """<checkpoint_dir>/<version>.onnx for this checkpoint (replaced if present); its path."""
+    from models.artifact import build_artifact
+
+    data = build_artifact(ckpt, contract.METADATA_KEY, {"format": contract.FORMAT, "item_hash": contract.ITEM_HASH})
+    path = contract.artifact_path(checkpoint_dir, ckpt.version)
+    contract.write_artifact_bytes(path, data)
+    return path
