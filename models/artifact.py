@@ -24,14 +24,22 @@ from . import blocks
 from .checkpoint import Checkpoint
 from .data import standardize
 
-# The default embedding is the meta block at the training data's mean meta features
-# (standardized input 0), not fine-tuned: a function of the checkpoint alone, so it exists
-# when training writes the artifact (before any day is published) and needs no entity features.
-DEFAULT_EMBEDDING_RULE = "meta block at the training mean of the meta features (standardized input 0), no fine-tune"
+# A task with no published embedding gets a default one. Training passes the mean of its tasks'
+# meta-trained embeddings (mean_embedding); without data (an export of an older checkpoint
+# that was never published) the fallback is the meta block at the training mean features.
+MEAN_FEATURES_RULE = "meta block at the training mean of the meta features (standardized input 0), no fine-tune"
+
+
+def mean_embedding(ckpt: Checkpoint, batch) -> np.ndarray:
+    """float32 [embedding_dim]: the mean over the batch's tasks of the meta-trained embedding
+    (k = 0) on each task's most recent sample, what embed publishes for a task it does not fine-tune."""
+    from .finetune import finetune_embed
+
+    return finetune_embed(ckpt, batch, steps=0, lr=0.0).mean(0).astype(np.float32)
 
 
 def default_embedding(ckpt: Checkpoint) -> np.ndarray:
-    """float32 [embedding_dim] for a task that has no published embedding (see DEFAULT_EMBEDDING_RULE)."""
+    """float32 [embedding_dim], the fallback default (MEAN_FEATURES_RULE): a function of the checkpoint alone."""
     spec, p = ckpt.spec, ckpt.params
     with torch.no_grad():
         e = torch.zeros(spec.embedding_dim)
@@ -85,8 +93,14 @@ INPUTS = ("context", "item_bucket", "embedding")
 OUTPUTS = ("probability", "logit")
 
 
-def metadata(ckpt: Checkpoint, graph_sha256: str) -> dict:
+def metadata(ckpt: Checkpoint, graph_sha256: str, default: np.ndarray | None = None, default_rule: str = "") -> dict:
     """The model's part of the metadata document."""
+    if default is None:
+        default, default_rule = default_embedding(ckpt), MEAN_FEATURES_RULE
+    default = np.asarray(default, dtype=np.float32)
+    if default.shape != (ckpt.spec.embedding_dim,) or not np.isfinite(default).all():
+        raise ValueError(f"default embedding of shape {default.shape} (finite: {np.isfinite(default).all()}); "
+                         f"model {ckpt.version} needs {ckpt.spec.embedding_dim} finite values")
     spec = ckpt.spec
     mean, std = _context_stats(ckpt)
     return {
@@ -96,8 +110,8 @@ def metadata(ckpt: Checkpoint, graph_sha256: str) -> dict:
         "context_standardization": {"mean": mean.tolist(), "std": std.tolist(), "applied_in_graph": True},
         "embedding_dim": spec.embedding_dim,
         "item_buckets": spec.item_buckets,
-        "default_embedding": [float(x) for x in default_embedding(ckpt)],
-        "default_embedding_rule": DEFAULT_EMBEDDING_RULE,
+        "default_embedding": [float(x) for x in default],
+        "default_embedding_rule": default_rule,
         "inputs": list(INPUTS),
         "outputs": list(OUTPUTS),
         "graph_sha256": graph_sha256,
@@ -127,9 +141,11 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
-def build_artifact(ckpt: Checkpoint, metadata_key: str, contract_metadata: dict) -> bytes:
+def build_artifact(ckpt: Checkpoint, metadata_key: str, contract_metadata: dict,
+                   default: np.ndarray | None = None, default_rule: str = "") -> bytes:
     """The artifact's bytes: the ONNX model with the metadata document (the model's part plus
-    `contract_metadata`) as JSON in metadata_props[metadata_key]."""
+    `contract_metadata`) as JSON in metadata_props[metadata_key]. `default`: the default
+    embedding (described by `default_rule`); None: default_embedding(ckpt)."""
     batch = torch.export.Dim("batch")
     names = list(INPUTS)
     with _quiet_exporter(), torch.no_grad():
@@ -142,7 +158,7 @@ def build_artifact(ckpt: Checkpoint, metadata_key: str, contract_metadata: dict)
     model.doc_string = f"metaemb global block, model version {ckpt.version}"
     entry = model.metadata_props.add()
     entry.key = metadata_key
-    entry.value = json.dumps({**contract_metadata, **metadata(ckpt, graph_digest(model.graph))})
+    entry.value = json.dumps({**contract_metadata, **metadata(ckpt, graph_digest(model.graph), default, default_rule)})
     return model.SerializeToString()
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 from core import artifact as contract
 
 
-def export_artifact(ckpt, checkpoint_dir) -> Path:
-    """<checkpoint_dir>/<version>.onnx for this checkpoint (replaced if present); its path."""
+def export_artifact(ckpt, checkpoint_dir, default=None, default_rule: str = "") -> Path:
+    """<checkpoint_dir>/<version>.onnx for this checkpoint (replaced if present); its path.
+    default / default_rule: the default embedding and how it was made (None: the meta block
+    at the training mean features, models.artifact.MEAN_FEATURES_RULE)."""
     from models.artifact import build_artifact
 
-    data = build_artifact(ckpt, contract.METADATA_KEY, {"format": contract.FORMAT, "item_hash": contract.ITEM_HASH})
+    data = build_artifact(ckpt, contract.METADATA_KEY, {"format": contract.FORMAT, "item_hash": contract.ITEM_HASH},
+                          default, default_rule)
     path = contract.artifact_path(checkpoint_dir, ckpt.version)
     contract.write_artifact_bytes(path, data)
     return path

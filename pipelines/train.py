@@ -36,6 +36,7 @@ def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inpu
 def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, progress=print,
         max_tasks: int | None = None) -> dict:
     from models import ModelSpec, load_checkpoint, save_checkpoint, train
+    from models.artifact import mean_embedding
 
     with lake.Timer() as t:
         data = load_tasks(spark, cfg, run_date, inputs, max_tasks)
@@ -52,7 +53,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
                      meta_columns=list(inputs.meta_columns), context_columns=list(inputs.context_columns),
                      progress=progress)
         path = save_checkpoint(ckpt, cfg.path(cfg.model.checkpoint_dir))
-        artifact = export_artifact(ckpt, cfg.path(cfg.model.checkpoint_dir))
+        artifact = export_artifact(ckpt, cfg.path(cfg.model.checkpoint_dir), mean_embedding(ckpt, data),
+                                   f"mean meta-trained embedding (k = 0, latest sample) of the {n} training tasks")
     lake.log_stage(cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
     return {"stage": STAGE, "tasks": n, "seconds": t.seconds, "model_version": ckpt.version,
             "checkpoint": str(path), "artifact": str(artifact), "metrics": ckpt.metrics}

@@ -185,14 +185,27 @@ def test_a_missing_or_corrupt_artifact_is_refused(served, tmp_path):
 
 
 def test_export_writes_the_artifact_of_an_existing_checkpoint(served, tmp_path, capsys):
+    """Its default embedding: the mean of the version's first day in meta_embeddings."""
+    from deltalake import write_deltalake
+
     cfg, a, *_ = served
     models = tmp_path / "models"
     shutil.copytree(cfg.path(cfg.model.checkpoint_dir), models)
     (models / f"{a.version}.onnx").unlink()
-    moved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint_dir=str(models)))
+    moved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint_dir=str(models)),
+                                pipeline=dataclasses.replace(cfg.pipeline, storage_root=str(tmp_path / "lake")))
+    first, later = random_embeddings(6, 8, seed=5), random_embeddings(6, 8, seed=6)
+    for day, emb, version in ((D2, later, a.version), (D1, first, a.version), (D1, later, "other")):
+        write_deltalake(str(moved.table_path(tables.META_EMBEDDINGS)), day_table(
+            [f"{version}{i}" for i in range(6)], emb, day, version).append_column(
+            tables.RUN_DATE, pa.array([day] * 6, pa.date32())), mode="append", partition_by=[tables.RUN_DATE])
     assert run_cli(moved, tmp_path, "export", "--model-version", a.version) == 0
-    assert f"model version {a.version}: serving artifact {models}/{a.version}.onnx" in capsys.readouterr().out
-    assert load_artifact(models / f"{a.version}.onnx").model_version == a.version
+    out = capsys.readouterr().out
+    assert f"model version {a.version}: serving artifact {models}/{a.version}.onnx" in out
+    assert f"mean embedding of its first day in meta_embeddings, {D1} (6 tasks)" in out
+    exported = load_artifact(models / f"{a.version}.onnx")
+    assert exported.model_version == a.version
+    np.testing.assert_allclose(exported.default_embedding, first.mean(0), atol=1e-6)
     assert run_cli(moved, tmp_path, "export", "--model-version", "000000000000") == 2
     assert "checkpoint file not found" in capsys.readouterr().err
 

@@ -87,7 +87,24 @@ def test_metadata_says_what_a_server_needs(real, tmp_path):
     assert runtime_meta["default_embedding"] == meta["default_embedding"]
 
 
-def test_default_embedding_is_the_meta_block_at_the_mean_features(real):
+def test_training_default_is_the_mean_meta_trained_embedding(real, tmp_path):
+    """What train passes: the mean of the tasks' k = 0 embeddings, which is not the (near zero)
+    embedding of the mean features, and lies among the embeddings that get published."""
+    from models.artifact import mean_embedding
+    from models_helpers import planted
+
+    ckpt, _, emb = real
+    batch = planted(B=40, meta_in=ckpt.spec.meta_in, other_in=ckpt.spec.other_in)
+    mean = mean_embedding(ckpt, batch)
+    np.testing.assert_allclose(mean, finetune_embed(ckpt, batch, steps=0, lr=0.0).mean(0), atol=1e-6)
+    artifact = load_artifact(export_artifact(ckpt, tmp_path, mean, "mean of 40 tasks"))
+    assert artifact.meta["default_embedding_rule"] == "mean of 40 tasks"
+    np.testing.assert_allclose(artifact.default_embedding, mean, atol=1e-7)
+    with pytest.raises(ValueError, match="default embedding of shape \\(3,\\)"):
+        export_artifact(ckpt, tmp_path, mean[:3], "wrong")
+
+
+def test_fallback_default_is_the_meta_block_at_the_mean_features(real):
     """= the embedding a task whose latest sample has the training mean features gets with k = 0."""
     ckpt, _, _ = real
     mean = ckpt.input_stats["meta_mean"].numpy()
