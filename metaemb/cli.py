@@ -248,6 +248,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     help="the paper's evaluation protocol (Table 3) on an interactions file")
     _module_command(sub, "lookup", "metaemb.commands.lookup", help="read embeddings from the Feast online store",
                     description="KEY is the task key value (comma-separated for composite keys).")
+    _module_command(sub, "export", "metaemb.commands.export",
+                    help="write a checkpoint's serving artifact (ONNX global block + metadata) beside it")
+    _module_command(sub, "score", "metaemb.commands.score",
+                    help="probability per row from Feast's embeddings and the model version's serving artifact")
     _module_command(sub, "serve", "metaemb.commands.serve",
                     help="Feast's HTTP feature server (feast serve) on this config's registry and online store")
     _module_command(sub, "feast", "metaemb.commands.feast",

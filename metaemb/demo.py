@@ -55,7 +55,8 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     progress(f"== train ({cfg.train.mode}) on the window ending {train_date}")
     t = time.perf_counter()
     r = train_on(spark, cfg, train_date, inputs, progress=progress)
-    progress(f"   model version {r['model_version']} ({r['tasks']:,} tasks, {r['seconds']:.1f}s)")
+    progress(f"   model version {r['model_version']} ({r['tasks']:,} tasks, {r['seconds']:.1f}s); "
+             f"serving artifact {r['artifact']}")
     seconds["train+window"] += time.perf_counter() - t
 
     for day in run_dates:
@@ -71,9 +72,32 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     for _, row in df.iterrows():
         progress("   " + format_lookup(row, keys))
 
+    if len(keys) == 1:
+        t = time.perf_counter()
+        show_scores(cfg, data, keys[0], [1, 2, 3, 42], unknown=users + 1, progress=progress)
+        seconds["score"] = time.perf_counter() - t
+
     progress("== summary")
     for stage in seconds:
         progress(f"   {stage:12s} {seconds[stage]:7.1f}s  {rows.get(stage, 0):>10,} rows")
     progress(f"   tasks embedded on {run_dates[-1]}: {rows['embed'] // max(len(run_dates), 1):,} "
              f"(per run, mean); total {time.perf_counter() - started:.1f}s")
     return 0
+
+
+def show_scores(cfg: Config, interactions, key: str, known: list[int], unknown: int, progress=print) -> None:
+    """metaemb score on each user's latest interaction, plus a user with no embedding online."""
+    import pandas as pd
+
+    from serving.score import score
+
+    events = pd.read_parquet(interactions)
+    latest = events[events[key].isin(known)].sort_values("event_timestamp").groupby(key).tail(1)
+    newcomer = latest.head(1).assign(**{key: unknown})
+    rows = pd.concat([latest.sort_values(key), newcomer], ignore_index=True)
+    result = score(cfg, rows)
+    progress(f"== scores: embeddings and model_version through Feast, probability from the serving artifact "
+             f"(metaemb score; model {result.model_version})")
+    for (_, row), (_, scored) in zip(rows.iterrows(), result.frame.iterrows()):
+        progress(f"   {key}={row[key]} item_id={row['item_id']}: p={scored['probability']:.3f} "
+                 f"(label {int(row['label'])}, {scored['embedding']} embedding)")

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from core import tables
 from core.config import Config
 from pipelines import lake
+from pipelines.artifact import export_artifact
 from pipelines.embed import task_batch
 from pipelines.labeled import Inputs
 
@@ -35,6 +36,7 @@ def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inpu
 def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, progress=print,
         max_tasks: int | None = None) -> dict:
     from models import ModelSpec, load_checkpoint, save_checkpoint, train
+    from models.artifact import mean_embedding
 
     with lake.Timer() as t:
         data = load_tasks(spark, cfg, run_date, inputs, max_tasks)
@@ -51,6 +53,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
                      meta_columns=list(inputs.meta_columns), context_columns=list(inputs.context_columns),
                      progress=progress)
         path = save_checkpoint(ckpt, cfg.location(cfg.model.checkpoint_dir))
+        artifact = export_artifact(ckpt, cfg.location(cfg.model.checkpoint_dir), mean_embedding(ckpt, data),
+                                   f"mean meta-trained embedding (k = 0, latest sample) of the {n} training tasks")
     lake.log_stage(cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
     return {"stage": STAGE, "tasks": n, "seconds": t.seconds, "model_version": ckpt.version,
-            "checkpoint": str(path), "metrics": ckpt.metrics}
+            "checkpoint": str(path), "artifact": str(artifact), "metrics": ckpt.metrics}

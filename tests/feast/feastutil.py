@@ -56,6 +56,21 @@ def write_meta_embeddings(spark, cfg, run_date: date, keys, emb: np.ndarray, *,
      .option("replaceWhere", f"{tables.RUN_DATE} = '{run_date.isoformat()}'").save(path))
 
 
+def toml_file(cfg, path):
+    """The config as a TOML file that `metaemb --config` loads."""
+    import json
+
+    def value(v):
+        return json.dumps(v) if isinstance(v, (str, list)) else str(v).lower() if isinstance(v, bool) else repr(v)
+
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in values.items() if v is not None]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def random_embeddings(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
 

@@ -18,24 +18,11 @@ import pytest
 
 from serving import feast_store
 
-from feastutil import free_port, make_config, random_embeddings, write_meta_embeddings
+from feastutil import free_port, make_config, random_embeddings, toml_file, write_meta_embeddings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 D1 = date(2026, 3, 1)
 KEYS = [f"u{i}" for i in range(20)]
-
-
-def toml_file(cfg, path: Path) -> Path:
-    """The config as a TOML file the `metaemb --config` subprocess loads."""
-    def value(v):
-        return json.dumps(v) if isinstance(v, (str, list)) else str(v).lower() if isinstance(v, bool) else repr(v)
-
-    lines = []
-    for section, values in cfg.to_dict().items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {value(v)}" for k, v in values.items() if v is not None]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def post(url: str, body: dict) -> dict:
