@@ -144,7 +144,10 @@ class S3Config:
     path_style: bool = False  # true for MinIO and most S3-compatible stores
     # Fail in seconds, not minutes of SDK retries, when the endpoint is down or refuses us.
     connect_timeout_s: float = 5.0
-    request_timeout_s: float = 8.0  # idle socket time; a stalled transfer fails after this
+    request_timeout_s: float = 8.0  # idle socket time: an endpoint that stops answering fails after this
+    # Whole-request limit for the client that has no idle timeout (delta-rs); a silent endpoint is
+    # caught sooner by the check every run starts with (listing storage_root).
+    transfer_timeout_s: float = 120.0
     max_attempts: int = 2
 
 
@@ -238,7 +241,7 @@ _POSITIVE = {
     ("model", "id_buckets"), ("train", "tasks_per_batch"), ("train", "task_lr"),
     ("train", "meta_lr"), ("train", "grad_clip"), ("finetune", "lr"),
     ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("s3", "connect_timeout_s"),
-    ("s3", "request_timeout_s"), ("s3", "max_attempts"), ("data", "feature_ttl_days"),
+    ("s3", "request_timeout_s"), ("s3", "transfer_timeout_s"), ("s3", "max_attempts"), ("data", "feature_ttl_days"),
     ("feast", "ttl_days"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
 }
 _NON_NEGATIVE = {
@@ -315,6 +318,17 @@ def _anchor_install_paths(cfg: Config) -> None:
         target = getattr(cfg, section)
         value = Path(getattr(target, key)).expanduser()
         setattr(target, key, str(value if value.is_absolute() else PROJECT_ROOT / value))
+
+
+def write(cfg: Config, path: str | Path) -> Path:
+    """The config as a TOML file for `metaemb --config PATH` (relative paths then resolve against
+    PATH's folder: give absolute ones when writing elsewhere)."""
+    import tomli_w
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(cfg.to_dict()))
+    return path
 
 
 def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:

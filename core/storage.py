@@ -43,6 +43,7 @@ class S3Settings:
     path_style: bool
     connect_timeout_s: float
     request_timeout_s: float
+    transfer_timeout_s: float
     max_attempts: int
 
     @classmethod
@@ -50,7 +51,7 @@ class S3Settings:
         endpoint = s3.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
         region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         return cls(endpoint.rstrip("/"), region, s3.path_style, s3.connect_timeout_s, s3.request_timeout_s,
-                   s3.max_attempts)
+                   s3.transfer_timeout_s, s3.max_attempts)
 
     @property
     def plain_http(self) -> bool:
@@ -63,7 +64,6 @@ class S3Settings:
             "fs.s3a.path.style.access": str(self.path_style).lower(),
             "fs.s3a.connection.establish.timeout": f"{int(self.connect_timeout_s * 1000)}ms",
             "fs.s3a.connection.timeout": f"{int(self.request_timeout_s * 1000)}ms",
-            "fs.s3a.connection.request.timeout": f"{int(self.request_timeout_s * 1000)}ms",
             "fs.s3a.attempts.maximum": str(self.max_attempts),
             "fs.s3a.retry.limit": str(self.max_attempts),
             "fs.s3a.retry.throttle.limit": str(self.max_attempts),
@@ -81,9 +81,10 @@ class S3Settings:
             "AWS_REGION": self.region,
             "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": str(not self.path_style).lower(),
             "connect_timeout": f"{self.connect_timeout_s}s",
-            "timeout": f"{self.request_timeout_s}s",
+            # object_store's timeout bounds a whole request, body included (it has no idle timeout)
+            "timeout": f"{self.transfer_timeout_s}s",
             "max_retries": str(max(0, self.max_attempts - 1)),
-            "retry_timeout": f"{self.request_timeout_s}s",
+            "retry_timeout": f"{self.transfer_timeout_s}s",
         }
         if self.endpoint_url:
             opts["AWS_ENDPOINT_URL"] = self.endpoint_url

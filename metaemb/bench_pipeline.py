@@ -3,14 +3,17 @@
 Prints seconds and rows/s per stage, tasks embedded per second, peak resident memory (PSS) of the driver
 (Python + JVM) and of Spark's Python workers, sampled every 0.25 s over the process tree.
 Everything runs under a fresh folder (default var/bench/<N>) so it never touches the
-demo's state. `--storage s3` keeps the lakehouse (Delta tables, checkpoint) on a loopback S3
-endpoint (moto's server) instead; `--storage both` runs local disk, then S3, on the same data,
+demo's state. After that first day (the whole window built at once) it runs the next day, the
+steady state of a daily job (the window already built, one new day of events in), and prints
+it on a line that starts `steady-state day:`. `--storage s3` keeps the lakehouse (Delta
+tables, checkpoint) on a loopback S3 endpoint (moto's server) instead; `--storage both` runs local disk, then S3, on the same data,
 and prints their per-stage seconds side by side.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -116,7 +119,8 @@ def run(args, cfg: Config) -> int:
     data_ready = (work / "data" / "interactions.parquet").exists() and args.keep
     if not data_ready:
         shutil.rmtree(work / "data", ignore_errors=True)
-    spec = SyntheticSpec(users=args.tasks, days=args.days, mean_events_per_user=args.events_per_task,
+    # One day more than the window: the first run date has a full window, the next is the steady day.
+    spec = SyntheticSpec(users=args.tasks, days=args.days + 1, mean_events_per_user=args.events_per_task,
                          snapshot_every_days=7)
     base: dict = {"tasks": args.tasks, "days": args.days, "cores": psutil.cpu_count() or 1}
     t = time.perf_counter()
@@ -130,6 +134,8 @@ def run(args, cfg: Config) -> int:
         if "s3" in storages:
             os.environ.update(loopback_s3.TEST_CREDENTIALS)
             endpoint = stack.enter_context(loopback_s3.serve(["lake"]))
+            # The one Spark session of this process must know the S3 endpoint from its start.
+            _session(bench_config(cfg, work, args.tasks, args.days, endpoint), s3=True)
         for storage in storages:
             for sub in ("lake", "models", "feast"):
                 shutil.rmtree(work / sub, ignore_errors=True)
@@ -153,13 +159,12 @@ def _daily_run(bcfg: Config, spec, figures: dict, *, s3: bool):
     from metaemb.daily import run_stage
     from pipelines import labeled
     from pipelines import train as train_job
-    from pipelines.spark import get_spark
     from serving.feast_store import apply
 
     inputs = labeled.resolve_inputs(bcfg)
     apply(bcfg)
-    spark = get_spark(bcfg, app_name="metaemb-bench", s3=s3)
-    run_date = spec.end_date
+    spark = _session(bcfg, s3=s3)
+    run_date = spec.end_date - dt.timedelta(days=1)
     with PeakRss() as rss:
         wall = time.perf_counter()
         for stage in DAILY_STAGES[:2]:
@@ -178,7 +183,32 @@ def _daily_run(bcfg: Config, spec, figures: dict, *, s3: bool):
                                        for st, parts in rss.by_stage.items()}
     embed_stage = figures["stages"]["embed"]
     figures["tasks_embedded_per_s"] = embed_stage["rows"] / embed_stage["seconds"]
+    figures["steady"] = _steady_day(spark, bcfg, spec.end_date, inputs)
+    figures["jvm_heap_cap"] = bcfg.spark.driver_memory
     return spark
+
+
+def _session(bcfg: Config, s3: bool):
+    from pipelines.spark import get_spark
+
+    return get_spark(bcfg, app_name="metaemb-bench", s3=s3)
+
+
+def _steady_day(spark, bcfg: Config, run_date: dt.date, inputs) -> dict:
+    """The day after the first: one new day of events, the rest of the window already built."""
+    from metaemb.daily import run_stage
+
+    steady: dict = {"run_date": str(run_date), "stages": {}}
+    with PeakRss() as rss:
+        wall = time.perf_counter()
+        for stage in DAILY_STAGES:
+            rss.stage = stage
+            steady["stages"][stage] = _timed(lambda s=stage: run_stage(spark, bcfg, s, run_date, inputs))
+        steady["seconds"] = time.perf_counter() - wall
+    steady["peak_mb"] = {part: round(rss.peak(part) / 2**20) for part in PeakRss.PARTS}
+    steady["peak_mb_by_stage"] = {st: {k: round(v / 2**20) for k, v in parts.items()}
+                                  for st, parts in rss.by_stage.items()}
+    return steady
 
 
 def _print_side_by_side(results: dict[str, dict]) -> None:
@@ -225,6 +255,14 @@ def _print(f: dict) -> None:
               f"{emb['seconds']:.1f}s is Spark: read, shuffle, Arrow transfer, Delta write")
     print(f"  peak memory (PSS): driver (python+JVM) {f['peak_rss_driver_mb']:,.0f} MB, "
           f"python workers {f['peak_rss_workers_mb']:,.0f} MB")
+    steady = f.get("steady")
+    if steady:
+        parts = ", ".join(f"{st} {v['seconds']:.1f}s ({v['rows'] / max(v['seconds'], 1e-9):,.0f} rows/s)"
+                          for st, v in steady["stages"].items())
+        peak = steady["peak_mb"]
+        print(f"steady-state day: {steady['seconds']:.1f}s total for {steady['run_date']}: {parts}; peak PSS "
+              f"driver python {peak['python']:,} MB, driver JVM {peak['jvm']:,} MB (heap cap {f['jvm_heap_cap']}), "
+              f"workers {peak['workers']:,} MB")
     for stage, p in f.get("peak_rss_mb_by_stage", {}).items():
         print(f"    {stage:28s} driver {p['driver']:>6,} MB (its peaks: python {p['python']:>6,}, JVM {p['jvm']:>6,}); "
               f"workers {p['workers']:>6,} MB")

@@ -267,7 +267,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("bench", help="benchmarks: finetune (model throughput), pipeline (the daily job), "
-                                     "publish (Feast stock materialize vs the fast path)")
+                                     "publish (Feast stock materialize vs the fast path), online (lookup and score latency)")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     _module_command(bench, "finetune", "metaemb.bench_finetune", needs_config=False,
                     help="batched fine-tune vs a per-task loop vs this machine's GEMM rate")
@@ -275,6 +275,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     help="the full daily job on N synthetic tasks: time, rows/s, memory")
     _module_command(bench, "publish", "metaemb.bench_publish",
                     help="N synthetic embeddings published by Feast's materialize and by the fast path")
+    _module_command(bench, "online", "metaemb.bench_online",
+                    help="p50/p99 latency of Feast lookups (SDK, HTTP server) and of score, SQLite and Redis")
 
     # Options belong to airflow_env: '+' as prefix lets every '-' option through to it.
     _module_command(sub, "airflow", "metaemb.commands.airflow", needs_config=False, add_help=False,

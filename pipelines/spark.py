@@ -45,8 +45,13 @@ def s3_jars(cfg: Config) -> list[Path]:
 
 
 def s3_spark_conf(cfg: Config) -> dict[str, str]:
-    """S3A settings (endpoint, region, path style, timeouts); credentials stay in the environment."""
-    return storage.S3Settings.resolve(cfg.s3).spark_conf()
+    """S3A settings (endpoint, region, path style, timeouts) and its jars; credentials stay in the
+    environment. The jars go on the class path of driver and executors, not in spark.jars: the
+    same folder exists on every node (set-up, the image), and spark.jars would copy the 686 MB
+    SDK to each executor of each application."""
+    classpath = os.pathsep.join(str(j) for j in s3_jars(cfg))
+    return {**storage.S3Settings.resolve(cfg.s3).spark_conf(),
+            "spark.driver.extraClassPath": classpath, "spark.executor.extraClassPath": classpath}
 
 
 def spark_conf(cfg: Config, s3: bool | None = None) -> dict[str, str]:
@@ -54,9 +59,8 @@ def spark_conf(cfg: Config, s3: bool | None = None) -> dict[str, str]:
 
     The S3A connector is added when the config puts a location on S3 (or s3=True)."""
     s3 = cfg.uses_s3() if s3 is None else s3
-    jars = delta_jars(cfg) + (s3_jars(cfg) if s3 else [])
     conf = {
-        "spark.jars": ",".join(str(j) for j in jars),
+        "spark.jars": ",".join(str(j) for j in delta_jars(cfg)),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),

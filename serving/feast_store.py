@@ -37,7 +37,7 @@ import numpy as np
 from core import storage, tables
 from core.config import Config
 from pipelines import lake
-from pipelines.spark import s3_jars, s3_spark_conf
+from pipelines.spark import s3_spark_conf
 from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,6 @@ def _spark_conf_for_feast(cfg: Config, rel_to: Path | None) -> dict[str, str]:
     # spark.jars takes no globs: name the Delta jars set-up fetched (delta-spark, delta-storage).
     jars_dir = cfg.path(cfg.spark.jars_dir).resolve()
     found = sorted(jars_dir.glob("delta-*.jar")) or [jars_dir / "delta-spark.jar", jars_dir / "delta-storage.jar"]
-    if cfg.uses_s3():
-        found += s3_jars(cfg)
     jars = ",".join(str(j) if rel_to is None else os.path.relpath(j, rel_to) for j in found)
     conf = {
         "spark.master": cfg.spark.master,

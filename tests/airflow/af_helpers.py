@@ -8,7 +8,6 @@ runs it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -29,26 +28,11 @@ TRAIN_DATE = dt.date(2026, 10, 29)
 DAGS_TEST_DATE = dt.date(2026, 10, 29)
 
 
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML form for {v!r}")
-
-
 def write_config(path: Path, raw: dict[str, dict]) -> Path:
     """Write sections -> TOML, then load it with core.config (fails on a bad key)."""
-    lines = []
-    for section, values in raw.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(raw))
     config_mod.load(path)
     return path
 

@@ -58,17 +58,9 @@ def write_meta_embeddings(spark, cfg, run_date: date, keys, emb: np.ndarray, *,
 
 def toml_file(cfg, path):
     """The config as a TOML file that `metaemb --config` loads."""
-    import json
+    from core.config import write
 
-    def value(v):
-        return json.dumps(v) if isinstance(v, (str, list)) else str(v).lower() if isinstance(v, bool) else repr(v)
-
-    lines = []
-    for section, values in cfg.to_dict().items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {value(v)}" for k, v in values.items() if v is not None]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write(cfg, path)
 
 
 def random_embeddings(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:

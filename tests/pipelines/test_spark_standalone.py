@@ -1,5 +1,6 @@
 """The daily job on a real Spark standalone cluster (master + worker from the pyspark
-distribution, on loopback) gives the same embeddings as local[*]."""
+distribution, on loopback), with its lakehouse on the loopback S3 endpoint, gives the same
+embeddings as local[*] on local disk."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pyspark
 import pytest
 
 from core import config as config_mod
+from metaemb.loopback_s3 import s3_section
 from metaemb.airflow_dags import spark_submit_command
 from metaemb.synthetic import SyntheticSpec, generate
 from core import tables
@@ -80,16 +82,13 @@ def standalone_cluster(tmp_path_factory):
 
 
 def write_toml(path: Path, sections: dict) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        for k, v in values.items():
-            lines.append(f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
-    path.write_text("\n".join(lines) + "\n")
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(sections))
     return path
 
 
-def test_cluster_embeddings_equal_local(spark, tmp_path, standalone_cluster):
+def test_cluster_embeddings_equal_local(spark, s3_endpoint, tmp_path, standalone_cluster):
     generate(tmp_path / "data", SyntheticSpec(users=150, days=7, end_date=RUN_DATE))
     data = {"interactions": str(tmp_path / "data" / "interactions.parquet"),
             "entity_features": str(tmp_path / "data" / "entity_features.parquet")}
@@ -104,7 +103,8 @@ def test_cluster_embeddings_equal_local(spark, tmp_path, standalone_cluster):
 
     cluster_toml = write_toml(tmp_path / "cluster.toml", {
         "data": data,
-        "pipeline": {"storage_root": str(tmp_path / "cluster" / "lake"), "window_days": 7, "task_buckets": 2},
+        "pipeline": {"storage_root": "s3://lake/standalone/lake", "window_days": 7, "task_buckets": 2},
+        "s3": s3_section(s3_endpoint),
         "model": {"checkpoint_dir": str(tmp_path / "models")},
         "spark": {"master": standalone_cluster, "jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 4,
                   "driver_memory": "1g"},
@@ -115,9 +115,9 @@ def test_cluster_embeddings_equal_local(spark, tmp_path, standalone_cluster):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_stdout = proc.stdout
 
-    cluster = make_config(tmp_path / "cluster")
-    read = lambda cfg: {r.user_id: np.asarray(r.embedding) for r in  # noqa: E731
-                        lake.read_table(spark, cfg, tables.META_EMBEDDINGS).collect()}
+    cluster = config_mod.load(cluster_toml)
+    read = lambda cfg: {r["user_id"]: np.asarray(r[tables.EMBEDDING]) for r in  # noqa: E731
+                        lake.read_day(cfg, tables.META_EMBEDDINGS, RUN_DATE, ["user_id", tables.EMBEDDING]).to_pylist()}
     want = read(local)
     assert len(want) > 100 and f"embed: {len(want)} rows" in run_stdout, run_stdout[-2000:]
 
