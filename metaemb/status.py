@@ -1,8 +1,9 @@
 """`metaemb status`: what ran for which date, read through delta-rs (no Spark start).
 
 Per run date: stages completed, rows per stage, model version, and from publish_log the
-publish state, gate figures (row ratio, mean norm, day-over-day drift) and the online store's
-freshness. Exit 1 when the expected day is not published (or nothing ran at all).
+publish state, gate figures (row ratio, mean norm, day-over-day drift), a model version switch,
+the online store's freshness, and the model version it serves with the date that version went
+online. Exit 1 when the expected day is not published (or nothing ran at all).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pipelines import lake
 from serving.publish import publish_log
 
 STAGE_ORDER = ("labeled", "samples", "train", "embed", "publish", "check")
-PUBLISH_COLUMNS = ["run_date", "logged_at", "status", "rows", "row_ratio", "mean_norm", "mean_drift", "message"]
+PUBLISH_COLUMNS = ["run_date", "logged_at", "status", "rows", "row_ratio", "mean_norm", "mean_drift", "message",
+                   "model_version", "switched_from"]
 
 
 def collect(cfg: Config) -> list[dict]:
@@ -45,9 +47,25 @@ def collect(cfg: Config) -> list[dict]:
             "publish": None if pub is None else {
                 "status": pub.status, "logged_at": str(pub.logged_at), "rows": int(pub.rows),
                 "row_ratio": _num(pub.row_ratio), "mean_norm": _num(pub.mean_norm), "mean_drift": _num(pub.mean_drift),
-                "message": pub.message or ""},
+                "message": pub.message or "", "switched_from": pub.switched_from or None},
         })
     return days
+
+
+def served_model(cfg: Config) -> dict | None:
+    """The model version the online store serves and since when: the first publish of the
+    latest unbroken run of that version in publish order (a rollback starts a new run)."""
+    pubs = publish_log(cfg, ["run_date", "logged_at", "status", "model_version", "switched_from"])
+    pubs = None if pubs is None else pubs[pubs["status"] == "published"]
+    if pubs is None or pubs.empty:
+        return None
+    versions = pubs["model_version"].tolist()
+    first = len(versions) - 1
+    while first > 0 and versions[first - 1] == versions[-1]:
+        first -= 1
+    since = pubs.iloc[first]
+    return {"model_version": versions[-1], "since_run_date": str(since.run_date), "since": str(since.logged_at),
+            "switched_from": since.switched_from or (versions[first - 1] if first else None)}
 
 
 def publish_state(pub: dict) -> str:
@@ -86,11 +104,12 @@ def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = 
     published = [d for d in days if (d["publish"] or {}).get("status") == "published"]
     latest = max((d["run_date"] for d in published), default=None)
     fresh = latest is not None and latest >= expect.isoformat()
+    model = served_model(cfg)
     if plot_path and days:
         plot(days, Path(plot_path))
     if as_json:
-        progress(json.dumps({"days": days, "latest_published": latest, "expected": str(expect), "fresh": fresh},
-                            indent=2))
+        progress(json.dumps({"days": days, "latest_published": latest, "served_model": model,
+                             "expected": str(expect), "fresh": fresh}, indent=2))
         return 0 if fresh else 1
     if not days:
         progress(f"no runs recorded under {cfg.table_location(tables.STAGE_LOG)}")
@@ -100,8 +119,13 @@ def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = 
         pub = d["publish"] or {}
         gate = (f" publish={publish_state(pub)} drift={pub['mean_drift']} norm={pub['mean_norm']} ratio={pub['row_ratio']}"
                 if pub else " publish=none")
+        if pub.get("switched_from"):
+            gate += f" switch={pub['switched_from']}->{d['model']}"
         progress(f"{d['run_date']}  {'+'.join(d['stages']):36s} {rows}  model={d['model']}{gate}")
     when = next((d["publish"]["logged_at"] for d in published if d["run_date"] == latest), None)
+    if model and model["model_version"]:
+        progress(f"served model version: {model['model_version']} since {model['since_run_date']} (at {model['since']}"
+                 + (f"; switched from {model['switched_from']})" if model["switched_from"] else ")"))
     progress(f"latest published: {latest or 'none'}" + (f" (at {when})" if when else "")
              + f"; expected {expect}: {'OK' if fresh else 'STALE'}")
     if plot_path:

@@ -12,6 +12,8 @@
   table / key layout, in ONE transaction (SQLite: one `BEGIN..COMMIT`, WAL journal;
   Redis: one MULTI/EXEC), then `registry.apply_materialization` for the day's interval.
   A kill -9 at any point leaves either the previous state or the whole new day.
+  With replace_all (a model version switch) the same transaction also removes every task
+  the day lacks, so the store then holds one model version only.
 * `lookup(cfg, keys)` reads through `get_online_features` (feature service `metaemb`).
 
 The gated, logged stage that the pipeline calls is serving.publish.publish(), one layer
@@ -375,8 +377,9 @@ def _sqlite_adapted(values: list) -> list:
     return out
 
 
-def _write_sqlite(store, enc: _Encoded) -> None:
-    """One transaction for the whole day, through the Feast SQLite store's connection."""
+def _write_sqlite(store, enc: _Encoded, replace_all: bool = False) -> None:
+    """One transaction for the whole day, through the Feast SQLite store's connection;
+    replace_all: the day's rows replace the table's (tasks the day lacks go)."""
     from feast.infra.online_stores.sqlite import _quote_id, _table_id
 
     config = store.config
@@ -423,6 +426,8 @@ def _write_sqlite(store, enc: _Encoded) -> None:
     per_ent = max(1, per_stmt // len(names))
     stmt_full = head + ", ".join([one] * (per_ent * len(names))) + tail
     with conn:  # BEGIN ... COMMIT (ROLLBACK on error)
+        if replace_all:
+            conn.execute(f"DELETE FROM {_quote_id(table)}")
         for lo in range(0, enc.rows, per_ent):
             idx = order[lo: lo + per_ent]
             sql = stmt_full if len(idx) == per_ent else head + ", ".join([one] * (len(idx) * len(names))) + tail
@@ -476,8 +481,35 @@ def _resp_bulk(b: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
-def _write_redis(store, enc: _Encoded) -> None:
+def _other_redis_keys(store, cfg: Config, enc: _Encoded) -> list[bytes]:
+    """The Redis keys of this project's tasks that the day lacks (SCAN; a replace_all
+    publish evicts them). A key is Feast's entity key + project name; it is parsed whole,
+    so a key of another project whose name ends like this one's is never taken."""
+    rows = redis_rows(store, enc)
+    project = store.config.project.encode()
+    head = _entity_key_encoder(list(cfg.data.task_key))([[""] for _ in cfg.data.task_key])[0]
+    head = head[: len(head) - 8 * len(cfg.data.task_key)]  # without the (empty) values
+    today = set(rows.keys)
+    pattern = b"*" + b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in project)
+    return [k for k in rows.client.scan_iter(match=pattern, count=1000)
+            if k not in today and _is_entity_key(k, head, len(cfg.data.task_key), project)]
+
+
+def _is_entity_key(key: bytes, head: bytes, n_keys: int, project: bytes) -> bool:
+    """key == head + n_keys x (string tag, length, value) + project (format v3)."""
+    if not key.startswith(head):
+        return False
+    at = len(head)
+    for _ in range(n_keys):
+        if len(key) < at + 8:
+            return False
+        at += 8 + struct.unpack_from("<I", key, at + 4)[0]
+    return key[at:] == project
+
+
+def _write_redis(store, enc: _Encoded, evict: list[bytes] = ()) -> None:
     """One MULTI/EXEC for the whole day: Redis applies all of it or (killed client) none.
+    evict: keys whose feature-view fields go in the same transaction (a version switch).
 
     The HSETs are packed here as RESP rather than sent through redis-py's
     `pipeline(transaction=True)` (the same MULTI/EXEC, in metaemb.bench_publish), because
@@ -503,6 +535,8 @@ def _write_redis(store, enc: _Encoded) -> None:
     conn = rows.client.connection_pool.get_connection()
     try:
         conn.send_command("MULTI")
+        for key in evict:  # the hash vanishes with its last field
+            conn.send_command("HDEL", key, rows.ts_field, *rows.fields)
         chunk = 5000
         for lo in range(0, enc.rows, chunk):
             packed = b"".join(hset(i) for i in range(lo, min(lo + chunk, enc.rows)))
@@ -513,7 +547,7 @@ def _write_redis(store, enc: _Encoded) -> None:
         first = conn.read_response()
         if first not in (b"OK", "OK", True):
             raise PublishError(f"redis MULTI failed: {first!r}")
-        for _ in range(enc.rows):
+        for _ in range(len(evict) + enc.rows):
             reply = conn.read_response()  # QUEUED (an error here aborts the EXEC)
             if isinstance(reply, Exception):
                 raise PublishError(f"redis refused a queued HSET: {reply}")
@@ -547,11 +581,16 @@ def latest_materialized(store) -> datetime | None:
 
 
 def write_partition(cfg: Config, run_date: date, method: str | None = None, store=None,
-                    table=None, redis_write: Callable | None = None) -> WriteResult:
+                    table=None, redis_write: Callable | None = None, replace_all: bool = False) -> WriteResult:
     """Push one run_date partition into the online store; no gate (see publish.publish).
     redis_write(store, encoded) replaces the fast path's Redis writer (the publish
-    bench passes redis-py's pipeline to compare)."""
+    bench passes redis-py's pipeline to compare). replace_all: in the same transaction,
+    remove the online rows of tasks the day lacks (publish sets it at a model version switch)."""
     method = method or cfg.feast.publish_method
+    if replace_all and method != "fast":
+        raise PublishError(f"{run_date}: a model version switch replaces the whole online store in one transaction, "
+                           f"which only publish_method = 'fast' does (not {method!r}); publish this date with "
+                           "[feast] publish_method = \"fast\"")
     store = store or feature_store(cfg)
     start, end = day_interval(run_date)
     t0 = time.perf_counter()
@@ -570,7 +609,9 @@ def write_partition(cfg: Config, run_date: date, method: str | None = None, stor
         t2 = time.perf_counter()
         phases["encode"] = t2 - t1
         if cfg.feast.online_store == "sqlite":
-            _write_sqlite(store, enc)
+            _write_sqlite(store, enc, replace_all=replace_all)
+        elif replace_all:
+            _write_redis(store, enc, evict=_other_redis_keys(store, cfg, enc))
         else:
             (redis_write or _write_redis)(store, enc)
         t3 = time.perf_counter()

@@ -1,10 +1,12 @@
 """Publish stage: gate the run_date's embeddings, push them to Feast's online store, log it.
 
     publish(cfg, run_date) -> PublishResult          (no Spark: delta-rs reads, numpy figures)
-        1. check_gate(): NaN/inf, empty day, row count vs the previous published day,
-           mean embedding norm, day-over-day mean cosine drift on common keys. A failure
-           raises GateError (with every figure) before the online store is touched; the
-           attempt is logged with status "blocked".
+        1. check_gate(): one model version in the partition, NaN/inf, empty day, row count vs
+           the previous published day, mean embedding norm, and day-over-day mean cosine
+           drift on common keys when that day has the same model version (a version switch
+           skips drift: two models' embeddings are not comparable). A failure raises
+           GateError (with every figure) before the online store is touched; the attempt is
+           logged with status "blocked".
         2. A run_date older than the newest day the registry says is online is not pushed
            (it would overwrite newer embeddings); logged as "skipped".
         3. feast_store.write_partition(method = cfg.feast.publish_method):
@@ -12,8 +14,11 @@
            in WAL mode / Redis MULTI..EXEC) and then records the interval in Feast's
            registry, so a kill -9 at any moment leaves the previous complete day served.
            "materialize" is Feast's stock path (batched, not atomic across batches).
+           A model version switch (the day's version differs from the one served) replaces
+           the online store's rows in that same transaction, so no task keeps an embedding of
+           the previous version (docs/design.md, "Model version rollout").
         4. One row appended (delta-rs) to the Delta table publish_log (run_date, rows, method,
-           seconds, gate figures, status).
+           seconds, gate figures, status, model_version, switched_from).
 
 Re-publishing a date overwrites the same keys with the same values: idempotent.
 """
@@ -25,6 +30,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +40,9 @@ from core import tables
 from core.config import Config
 from pipelines import delta_tables
 from serving import feast_store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,7 @@ class GateReport:
     mean_cosine: float | None = None
     mean_drift: float | None = None
     model_version: str = ""
+    prev_version: str | None = None  # of prev_run_date; drift is compared only when it equals model_version
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -74,7 +84,13 @@ class GateReport:
                       f"row_ratio={self.row_ratio:.4g}", f"common_keys={self.common_keys}"]
             if self.mean_drift is not None:
                 parts.append(f"mean_drift={self.mean_drift:.4g}")
+            if self.version_switch:
+                parts.append(f"model_version={self.model_version} (prev {self.prev_version}: drift not compared)")
         return ", ".join(parts)
+
+    @property
+    def version_switch(self) -> bool:
+        return self.prev_version is not None and self.prev_version != self.model_version
 
 
 @dataclass
@@ -87,6 +103,8 @@ class PublishResult:
     status: str  # published | skipped
     gate: GateReport | None = None
     read_s: float = 0.0  # reading the day's partition (delta-rs), part of seconds
+    switched_from: str | None = None  # the model version served before, when this publish changed it
+    model_version: str = ""
 
 
 # ---------------------------------------------------------------------- publish_log
@@ -108,6 +126,9 @@ LOG_SCHEMA = pa.schema([
     ("mean_drift", pa.float64()),
     ("model_version", pa.string()),
     ("message", pa.string()),
+    # The version served before this publish, when it differed (a rollout or a rollback).
+    # Added after the first release: older logs get it on their next append (schema merge).
+    ("switched_from", pa.string()),
 ])
 
 
@@ -116,31 +137,62 @@ def _finite(x):
 
 
 def log_publish(cfg: Config, run_date: date, *, status: str, method: str, rows: int,
-                seconds: float, gate: GateReport | None, message: str = "") -> None:
+                seconds: float, gate: GateReport | None, message: str = "", model_version: str | None = None,
+                switched_from: str | None = None) -> None:
     """Append one row to publish_log (delta-rs: the table's only writer)."""
     g = gate or GateReport(run_date=run_date, rows=rows)
     row = (run_date, datetime.now(timezone.utc), status, method, cfg.feast.online_store, int(rows),
            float(seconds), int(g.nan_inf_rows), _finite(float(g.mean_norm)), g.prev_run_date, g.prev_rows,
-           _finite(g.row_ratio), int(g.common_keys), _finite(g.mean_drift), g.model_version or None, message[:2000])
+           _finite(g.row_ratio), int(g.common_keys), _finite(g.mean_drift), model_version or g.model_version or None,
+           message[:2000], switched_from)
     table = pa.Table.from_pylist([dict(zip(LOG_SCHEMA.names, row))], schema=LOG_SCHEMA)
     delta_tables.append(cfg.table_location(tables.PUBLISH_LOG), table)
 
 
 def publish_log(cfg: Config, columns: list[str] | None = None):
-    """The publish_log table as pandas, oldest first (None when nothing was ever published)."""
+    """The publish_log table as pandas, oldest first (None when nothing was ever published).
+    A column that an older log lacks (added since) reads as null."""
     path = cfg.table_location(tables.PUBLISH_LOG)
     if not delta_tables.exists(path):
         return None
-    return delta_tables.read(path, columns).to_pandas().sort_values("logged_at", kind="stable")
+    present = set(delta_tables.schema(path).names)
+    df = delta_tables.read(path, [c for c in columns if c in present] if columns else None).to_pandas()
+    for name in (columns or LOG_SCHEMA.names):
+        if name not in df.columns:
+            df[name] = None
+    return df.sort_values("logged_at", kind="stable")
 
 
-def previous_published(cfg: Config, run_date: date) -> tuple[date, int] | None:
-    """(run_date, rows) of the newest day before run_date that was published."""
-    df = publish_log(cfg, ["run_date", "logged_at", "status", "rows"])
+class Published(NamedTuple):
+    run_date: date
+    rows: int
+    model_version: str | None  # None: logged without one (publish with skip_gate)
+    logged_at: datetime | None = None
+
+
+def _published(cfg: Config) -> "pd.DataFrame | None":
+    df = publish_log(cfg, ["run_date", "logged_at", "status", "rows", "model_version"])
+    return None if df is None else df[df["status"] == "published"]
+
+
+def _as_published(row) -> Published:
+    return Published(row.run_date, int(row.rows), row.model_version or None, row.logged_at)
+
+
+def previous_published(cfg: Config, run_date: date) -> Published | None:
+    """The newest day before run_date that was published (its latest publish)."""
+    df = _published(cfg)
     if df is None:
         return None
-    df = df[(df["status"] == "published") & (df["run_date"] < run_date)].sort_values(["run_date", "logged_at"])
-    return (df["run_date"].iloc[-1], int(df["rows"].iloc[-1])) if len(df) else None
+    df = df[df["run_date"] < run_date].sort_values(["run_date", "logged_at"], kind="stable")
+    return _as_published(df.iloc[-1]) if len(df) else None
+
+
+def served(cfg: Config) -> Published | None:
+    """What the online store serves: the latest publish (by time; an older date is never
+    pushed over a newer one, so the latest push is the newest day, or its rollback)."""
+    df = _published(cfg)
+    return _as_published(df.iloc[-1]) if df is not None and len(df) else None
 
 
 def written_not_served(served: date) -> str:
@@ -248,13 +300,17 @@ def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
     dim, g = cfg.model.embedding_dim, cfg.gate
     emb = Embeddings.of(today[tables.EMBEDDING])
     usable = ~emb.null & ~emb.non_finite
-    versions = pc.max(today[tables.MODEL_VERSION]).as_py() if today.num_rows else None
+    versions = model_versions(today)
     rep = GateReport(run_date=run_date, rows=today.num_rows, nan_inf_rows=int((emb.null | emb.non_finite).sum()),
                      bad_length_rows=int((~emb.null & (emb.length != dim)).sum()),
                      mean_norm=float(np.sqrt(emb.squares[usable]).mean()) if usable.any() else float("nan"),
-                     model_version=versions or "")
+                     model_version=",".join(versions))
     if rep.rows == 0:
         rep.failures.append("no rows for this run_date (empty day)")
+    if len(versions) > 1:
+        rep.failures.append(f"the partition holds {len(versions)} model versions ({', '.join(versions)}); an online "
+                            f"reader must see one per day: rerun `metaemb run --date {run_date} --stages "
+                            "embed,publish,check` (embed writes the whole date with one checkpoint)")
     if rep.nan_inf_rows:
         rep.failures.append(f"{rep.nan_inf_rows} embeddings are null or hold NaN/inf")
     if rep.bad_length_rows:
@@ -265,13 +321,14 @@ def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
 
     prev = previous_published(cfg, run_date)
     if prev is not None and rep.rows:
-        rep.prev_run_date, rep.prev_rows = prev
+        rep.prev_run_date, rep.prev_rows = prev.run_date, prev.rows
+        rep.prev_version = prev.model_version  # None (logged without one): compared as before
         rep.row_ratio = rep.rows / rep.prev_rows if rep.prev_rows else float("inf")
         if not (g.min_row_ratio <= rep.row_ratio <= g.max_row_ratio):
             rep.failures.append(
                 f"row count {rep.rows} vs {rep.prev_rows} on {rep.prev_run_date}: ratio "
                 f"{rep.row_ratio:.4g} outside [{g.min_row_ratio:g}, {g.max_row_ratio:g}]")
-        if not rep.nan_inf_rows and not rep.bad_length_rows:
+        if not rep.nan_inf_rows and not rep.bad_length_rows and not rep.version_switch:
             keys = list(cfg.data.task_key)
             before = feast_store.read_partition(cfg, rep.prev_run_date, columns=[*keys, tables.EMBEDDING])
             rep.common_keys, rep.mean_cosine = _mean_cosine(keys, today, emb, before, dim)
@@ -286,6 +343,11 @@ def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
             f"publish gate blocked run_date {run_date}: " + "; ".join(rep.failures)
             + f" [{rep.figures()}]", rep)
     return rep
+
+
+def model_versions(today: pa.Table) -> list[str]:
+    """The distinct model versions of a meta_embeddings partition, sorted."""
+    return sorted(v for v in pc.unique(today[tables.MODEL_VERSION]).to_pylist() if v is not None)
 
 
 # -------------------------------------------------------------------------- publish
@@ -322,10 +384,19 @@ def publish(cfg: Config, run_date: date, *, method: str | None = None, skip_gate
                     seconds=time.perf_counter() - t0, gate=gate, message=msg)
         return PublishResult(run_date, 0, time.perf_counter() - t0, method, cfg.feast.online_store,
                              "skipped", gate, read_s)
-    res = feast_store.write_partition(cfg, run_date, method, store=store, table=today)
+    version = gate.model_version if gate else ",".join(model_versions(today))
+    now = served(cfg)
+    switched_from = now.model_version if now and now.model_version and now.model_version != version else None
+    if switched_from:
+        log.warning("model version switch on %s: %s -> %s (the online store is replaced with this day's rows)",
+                    run_date, switched_from, version)
+    res = feast_store.write_partition(cfg, run_date, method, store=store, table=today,
+                                      replace_all=switched_from is not None)
     rows = res.rows if res.rows >= 0 else (gate.rows if gate else -1)
-    log_publish(cfg, run_date, status="published", method=method, rows=rows, seconds=res.seconds, gate=gate)
-    return PublishResult(run_date, rows, res.seconds, method, cfg.feast.online_store, "published", gate, read_s)
+    log_publish(cfg, run_date, status="published", method=method, rows=rows, seconds=res.seconds, gate=gate,
+                model_version=version, switched_from=switched_from)
+    return PublishResult(run_date, rows, res.seconds, method, cfg.feast.online_store, "published", gate, read_s,
+                         switched_from, version)
 
 
 def result_dict(res: PublishResult) -> dict:

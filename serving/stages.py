@@ -25,6 +25,8 @@ def run(cfg: Config, stage: str, run_date: dt.date) -> dict:
     if stage == "publish":
         result = publish(cfg, run_date)
         out = {"stage": stage, "rows": result.rows, "method": result.method, "read_s": result.read_s}
+        if result.switched_from:
+            out["model_switch"] = f"{result.switched_from} -> {result.model_version}"
         detail = result.method
     elif stage == "check":
         out = check(cfg, run_date)
