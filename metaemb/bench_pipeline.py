@@ -220,6 +220,9 @@ def _print_side_by_side(results: dict[str, dict]) -> None:
         print(f"  {stage:8s} {a:9.1f} {b:9.1f} {b / max(a, 1e-9):8.2f}x")
     a, b = local["daily_run_s"], s3["daily_run_s"]
     print(f"  {'total':8s} {a:9.1f} {b:9.1f} {b / max(a, 1e-9):8.2f}x")
+    a, b = local["steady"]["seconds"], s3["steady"]["seconds"]
+    print(f"  {'steady-state day':16s} {a:9.1f} {b:9.1f} {b / max(a, 1e-9):8.2f}x (the S3 run comes second: "
+          f"a warm JVM)")
     print(f"  publish's read of the day: local {local['stages']['publish']['read_s']:.2f}s, "
           f"s3 {s3['stages']['publish']['read_s']:.2f}s")
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from typing import Iterator
 
-from metaemb.loopback_s3 import free_port
+from metaemb.loopback_s3 import free_port, stop
 
 
 @contextlib.contextmanager
@@ -34,11 +34,7 @@ def serve() -> Iterator[str]:
             _wait_for_ping(redis.Redis(host="127.0.0.1", port=port), port)
             yield f"127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 def _wait_for_ping(client, port: int) -> None:

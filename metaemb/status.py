@@ -100,6 +100,7 @@ def plot(days: list[dict], path: Path) -> None:
 def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = None, plot_path: str | None = None,
            progress=print) -> int:
     expect = expect_date or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
+    lake.check_storage(cfg)
     days = collect(cfg)
     published = [d for d in days if (d["publish"] or {}).get("status") == "published"]
     latest = max((d["run_date"] for d in published), default=None)

@@ -22,6 +22,7 @@ DATA_ERRORS = (GateError, CheckError)
 def run(cfg: Config, stage: str, run_date: dt.date) -> dict:
     """Run publish or check for run_date; returns the stage's figures (rows, seconds, ...)."""
     t = time.perf_counter()
+    lake.check_storage(cfg)  # an unreachable lake fails here in seconds, naming the URI
     if stage == "publish":
         result = publish(cfg, run_date)
         out = {"stage": stage, "rows": result.rows, "method": result.method, "read_s": result.read_s}
