@@ -80,7 +80,7 @@ def run_daily(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: label
 
 def describe(result: dict) -> str:
     parts = [f"{result.get('rows', 0):,} rows", f"{result.get('seconds', 0):.1f}s"]
-    for key in ("dates_computed", "samples", "model_version", "method", "tasks_per_s", "finetune_s", "online",
+    for key in ("dates_computed", "samples", "build", "model_version", "method", "tasks_per_s", "finetune_s", "online",
                 "model_switch"):
         if key in result:
             value = result[key]
