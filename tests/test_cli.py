@@ -20,7 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 USER_COMMANDS = {"demo", "generate", "validate", "run", "train", "evaluate", "lookup", "export", "score", "serve",
                  "feast", "apply", "status", "bench", "airflow"}
-SUBCOMMANDS = {("bench",): {"finetune", "pipeline", "publish"}, ("feast",): {"render", "apply"}}
+SUBCOMMANDS = {("bench",): {"finetune", "pipeline", "publish", "online"}, ("feast",): {"render", "apply"}}
 # What a help text may call a file: a path with a folder, or a name with a file extension.
 FILE_LIKE = re.compile(r"(?<![\w${<])((?:\.{1,2}/)?(?:[\w.-]+/)*[\w-]+(?:\.[\w-]+)*\.(?:toml|py|sh|ya?ml|example|json|cfg))\b")
 GENERATED = {"report.json"}  # outputs a command writes, not inputs it reads
