@@ -119,13 +119,17 @@ def as_location(where: "Location | str | Path") -> "Location":
     return where if isinstance(where, Location) else Location.local(where)
 
 
+def missing_bucket(uri: str, endpoint: str = "") -> str:
+    bucket = re.sub(r"^s3a?://", "", uri).split("/", 1)[0]
+    return f"{uri}: bucket {bucket!r} does not exist at {endpoint or 'AWS'} (create it or fix the URI)"
+
+
 def explain(uri: str, error: BaseException, endpoint: str = "") -> str:
     """A one-line cause for an S3 client error (the SDKs' texts are long and differ by client)."""
     text = str(error)
     where = endpoint or "AWS"
-    bucket = re.sub(r"^s3a?://", "", uri).split("/", 1)[0]
     if re.search(r"no_?such_?bucket|bucket does not exist", text, re.I):
-        return f"{uri}: bucket {bucket!r} does not exist at {where} (create it or fix the URI)"
+        return missing_bucket(uri, endpoint)
     if re.search(r"invalid_?access_?key|signature_?does_?not_?match|access_?denied|forbidden|\b403\b|credentials",
                  text, re.I):
         return (f"{uri}: {where} refused the credentials (403): check AWS_ACCESS_KEY_ID / "
@@ -172,10 +176,6 @@ class Location:
     @property
     def suffix(self) -> str:
         return Path(self.name).suffix
-
-    @property
-    def parent(self) -> "Location":
-        return Location(self.uri.rstrip("/").rsplit("/", 1)[0], self.s3)
 
     @property
     def spark_uri(self) -> str:
@@ -252,18 +252,22 @@ class Location:
         completed in one call) only becomes visible once complete.
         """
         fs, path = self.filesystem()
-        target = path if self.is_s3 else f"{Path(path).parent}/.{Path(path).name}.{uuid.uuid4().hex}.tmp"
+        if self.is_s3:
+            try:
+                with fs.open_output_stream(path) as f:
+                    f.write(data)
+            except OSError as e:
+                raise self.error(e) from e
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
         try:
-            if not self.is_s3:
-                fs.create_dir(str(Path(path).parent), recursive=True)
-            with fs.open_output_stream(target) as f:
-                f.write(data)
-            if not self.is_s3:
-                fs.move(target, path)
-        except OSError as e:
-            if not self.is_s3:
-                Path(target).unlink(missing_ok=True)
-            raise self.error(e) from e
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def delete_tree(self) -> None:
         """Remove everything under this location (nothing to do when absent)."""
@@ -289,5 +293,5 @@ class Location:
         except OSError as e:
             raise self.error(e) from e
         if bucket.type != FileType.Directory:
-            raise StorageError(explain(self.uri, RuntimeError("NoSuchBucket"), self.s3.endpoint_url))
+            raise StorageError(missing_bucket(self.uri, self.s3.endpoint_url))
         self.children()

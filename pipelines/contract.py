@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 
 from core.config import Config
-from core.storage import Location, StorageError, as_location
+from core.storage import Location, as_location
 from pipelines import delta_tables
 
 ITEM_ID, EVENT_TS, LABEL, FEATURE_TS = "item_id", "event_timestamp", "label", "feature_timestamp"
@@ -440,17 +440,11 @@ def validate_inputs(cfg: Config, interactions: Location, features: Location | No
     """Check the inputs against the contract; rows=False checks schemas only (cheap).
 
     Row faults are counted over the whole input, or, given run_date, over the window a run
-    for that date computes (window_days, default [pipeline] window_days).
+    for that date computes (window_days, default [pipeline] window_days). An input that cannot
+    be reached (object store down, refused keys) raises StorageError: no fault of the data, so
+    not reported as one (a retry may mend it).
     """
     interactions, features = as_location(interactions), features and as_location(features)
-    try:
-        return _validate_inputs(cfg, interactions, features, rows, run_date, window_days)
-    except StorageError as e:
-        return [InputReport(str(interactions), problems=[str(e)])]
-
-
-def _validate_inputs(cfg: Config, interactions: Location, features: Location | None, rows: bool,
-                     run_date: dt.date | None, window_days: int | None) -> list[InputReport]:
     reports = []
     if not interactions.exists():
         reports.append(InputReport(str(interactions), problems=[f"{interactions}: file not found (interactions)"]))

@@ -67,6 +67,7 @@ def _table(where: Location):
 
 def version(where: Location) -> int:
     """The table's current version (the number of its latest commit)."""
+    where = as_location(where)
     table = _table(where)
     with _object_store_errors(where):
         return table.version()
