@@ -115,6 +115,9 @@ class FeastConfig:
     # Feast compute engine behind the stock `materialize` path: local | spark (spark.engine).
     batch_engine: str = "local"
     ttl_days: int = 7  # FeatureView ttl: an embedding older than this is not served
+    # Rows that publish, its gate and check hold at once: they stream a day through in
+    # batches of this size, so their memory does not grow with the number of tasks.
+    batch_rows: int = 65_536
 
 
 @dataclass
@@ -242,7 +245,7 @@ _POSITIVE = {
     ("train", "meta_lr"), ("train", "grad_clip"), ("finetune", "lr"),
     ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("s3", "connect_timeout_s"),
     ("s3", "request_timeout_s"), ("s3", "transfer_timeout_s"), ("s3", "max_attempts"), ("data", "feature_ttl_days"),
-    ("feast", "ttl_days"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
+    ("feast", "ttl_days"), ("feast", "batch_rows"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
 }
 _NON_NEGATIVE = {
     ("model", "item_buckets"), ("model", "item_dim"), ("train", "inner_steps"),

@@ -142,15 +142,17 @@ def bench_publish(cfg: Config, spark, rows: int, *, spark_engine: bool = True, s
     return report
 
 
-def redis_py_pipeline_write(store, enc) -> None:
-    """The fast path's Redis write done by redis-py: the same HSETs in one
-    pipeline(transaction=True), i.e. MULTI/EXEC, packed and sent by the library."""
+def redis_py_pipeline_write(store, encoded) -> None:
+    """The fast path's Redis write done by redis-py: the same HSETs (of every encoded
+    batch) in one pipeline(transaction=True), i.e. MULTI/EXEC, packed and sent by the library."""
     import redis
 
-    rows = feast_store.redis_rows(store, enc)
-    pipe = rows.client.pipeline(transaction=True)
-    for i in range(enc.rows):
-        pipe.execute_command("HSET", *rows.hset_args(i))
+    layout = feast_store.redis_layout(store)
+    pipe = layout.client.pipeline(transaction=True)
+    for enc in encoded:
+        rows = feast_store.redis_rows(layout, enc)
+        for i in range(enc.rows):
+            pipe.execute_command("HSET", *rows.hset_args(i))
     try:
         pipe.execute()
     except redis.RedisError as e:

@@ -1,6 +1,7 @@
 """Delta tables read and appended without Spark, through delta-rs (the `deltalake` package).
 
     delta_tables.read(path, columns, filters=[("run_date", "=", day)])   -> pyarrow.Table
+    delta_tables.scan(path, columns, filters, batch_rows)                 -> Arrow batches, streamed
     delta_tables.append(path, table)                                      one atomic commit
 
 Small driver-side work (publish's read of one day, the gate, check, stage_log/publish_log,
@@ -22,6 +23,7 @@ PUT (If-None-Match) of the next log entry.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -88,10 +90,34 @@ def read(where: Location, columns: list[str] | None = None, filters: list[tuple]
         except OSError:
             raise
         except Exception as e:
-            protocol = table.protocol()
-            raise DeltaReadError(
-                f"{where}: delta-rs' Arrow reader refused the table (minReaderVersion "
-                f"{protocol.min_reader_version}, reader features {protocol.reader_features or []}): {e}") from e
+            raise _refused(where, table, e) from e
+
+
+def _refused(where: Location, table, e: Exception) -> DeltaReadError:
+    protocol = table.protocol()
+    return DeltaReadError(
+        f"{where}: delta-rs' Arrow reader refused the table (minReaderVersion "
+        f"{protocol.min_reader_version}, reader features {protocol.reader_features or []}): {e}")
+
+
+def scan(where: Location, columns: list[str], filters: list[tuple] | None = None,
+         batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """The rows of `read`, streamed as batches of at most batch_rows: a reader holds one
+    batch (plus one read ahead), never the whole selection. DeltaReadError as `read`."""
+    from pyarrow.parquet import filters_to_expression
+
+    where = as_location(where)
+    table = _table(where)
+    with _object_store_errors(where):
+        try:
+            dataset = table.to_pyarrow_dataset(file_pruning_predicate=filters or None)
+        except OSError:
+            raise
+        except Exception as e:
+            raise _refused(where, table, e) from e
+        # Arrow's default read-ahead (16 batches x 4 files) would hold far more than a batch.
+        yield from dataset.to_batches(columns=columns, filter=filters_to_expression(filters) if filters else None,
+                                      batch_size=batch_rows, batch_readahead=1, fragment_readahead=1)
 
 
 def append(where: Location, rows: pa.Table) -> None:

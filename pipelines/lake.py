@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
+
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
@@ -58,6 +60,24 @@ def read_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
 
     df = read_table(get_spark(cfg), cfg, name).where(F.col(date_column) == F.lit(run_date))
     return df.select(*columns).toArrow()
+
+
+def scan_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
+             batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """read_day's rows as a stream of Arrow batches (memory: one batch, not the day).
+    The Spark fallback for a table delta-rs refuses collects the day first."""
+    path = cfg.table_location(name)
+    try:
+        batches = delta_tables.scan(path, columns, filters=[(tables.RUN_DATE, "=", run_date)], batch_rows=batch_rows)
+        first = next(batches, None)  # a refusal surfaces at the first batch
+    except delta_tables.DeltaReadError as e:
+        log.info("reading %s through Spark (%s)", path, e)
+        yield from read_day(cfg, name, run_date, columns).to_batches(max_chunksize=batch_rows)
+        return
+    if first is not None:
+        yield first.select(columns)
+        for batch in batches:
+            yield batch.select(columns)
 
 
 def sql_date(d: dt.date) -> str:

@@ -7,7 +7,6 @@ import datetime as dt
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from core import tables
 from core.config import Config
@@ -25,16 +24,17 @@ def check(cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
     version, the one the embed stage logged. Online: when publish pushed the day, sampled keys
     serve this day's embeddings; when publish skipped it because a newer day is online (a
     backfill of an older date), the same keys still serve that newer day's embeddings unchanged.
-    No Spark: the partitions are read through delta-rs.
+    No Spark: the partitions are streamed through delta-rs, a batch at a time.
     """
     from serving import feast_store
     from serving import publish as publish_stage
 
     keys = list(cfg.data.task_key)
     by_key = [(k, "ascending") for k in keys]
-    emb = feast_store.read_partition(cfg, run_date, [*keys, tables.EMBEDDING, tables.MODEL_VERSION])
-    tasks = lake.read_day(cfg, tables.TASK_SAMPLES, run_date, keys).num_rows
-    problems = partition_problems(cfg, run_date, emb, tasks)
+    day = feast_store.day_rows(cfg, run_date)
+    day_keys = day.keys(keys)
+    tasks = sum(b.num_rows for b in lake.scan_day(cfg, tables.TASK_SAMPLES, run_date, keys[:1], cfg.feast.batch_rows))
+    problems = partition_problems(cfg, run_date, day, day_keys, tasks)
     store = feast_store.feature_store(cfg)
     try:
         outcome = publish_stage.latest_outcome(cfg, run_date, store)
@@ -44,33 +44,39 @@ def check(cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
         problems.append(f"publish_log has no row for {run_date}: run the publish stage first")
         raise CheckError("; ".join(problems))
     served = outcome.served_date
-    sample = emb.select(keys).sort_by(by_key).slice(0, sample_keys)
-    served_rows = emb if served == run_date else feast_store.read_partition(cfg, served, [*keys, tables.EMBEDDING])
-    want = served_rows.take(publish_stage.matching_rows(served_rows, sample, keys)[0]).sort_by(by_key).to_pandas()
+    sample = day_keys.select(keys).sort_by(by_key).slice(0, sample_keys)
+    served_day = day if served == run_date else feast_store.day_rows(cfg, served)
+    served_keys = day_keys if served == run_date else served_day.keys(keys)
+    matched = served_keys.take(publish_stage.matching_rows(served_keys, sample, keys)[0])
+    dim = cfg.model.embedding_dim
+    vectors, _ = publish_stage.gather_rows(served_day, matched[feast_store.ROW].to_numpy(), dim)
+    want = matched.select(keys).append_column(
+        tables.EMBEDDING, pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim))
+    want = want.sort_by(by_key).to_pandas()
     if len(want):
         problems += online_mismatch(cfg, store, want, keys, served)
     if problems:
         raise CheckError("; ".join(problems))
-    return {"stage": "check", "rows": emb.num_rows, "sampled_lookups": len(want), "online": outcome.describe()}
+    return {"stage": "check", "rows": day_keys.num_rows, "sampled_lookups": len(want), "online": outcome.describe()}
 
 
-def partition_problems(cfg: Config, run_date: dt.date, emb: pa.Table, tasks: int) -> list[str]:
-    """What is wrong with the run_date partition of meta_embeddings ([] when it is complete)."""
-    from serving.publish import Embeddings
+def partition_problems(cfg: Config, run_date: dt.date, day, day_keys: pa.Table, tasks: int) -> list[str]:
+    """What is wrong with the run_date partition of meta_embeddings ([] when it is complete).
+    day: its feast_store.DayRows; day_keys: day.keys(task key)."""
+    from serving.publish import day_figures
 
     keys = list(cfg.data.task_key)
-    rows = emb.num_rows
-    distinct = emb.group_by(keys).aggregate([]).num_rows
-    figures = Embeddings.of(emb[tables.EMBEDDING])
-    non_finite = int((figures.null | figures.non_finite).sum())
-    versions = sorted(v for v in pc.unique(emb[tables.MODEL_VERSION]).to_pylist() if v is not None)
+    rows = day_keys.num_rows
+    distinct = day_keys.group_by(keys).aggregate([]).num_rows
+    figures = day_figures(day, cfg.model.embedding_dim)
+    versions = sorted(figures.versions)
     problems = []
     if rows != tasks:
         problems.append(f"meta_embeddings has {rows} rows for {run_date}, task_samples has {tasks} tasks")
     if distinct != rows:
         problems.append(f"meta_embeddings has {rows - distinct} duplicate task keys for {run_date}")
-    if non_finite:
-        problems.append(f"{non_finite} embeddings with NaN/inf for {run_date}")
+    if figures.nan_inf_rows:
+        problems.append(f"{figures.nan_inf_rows} embeddings with NaN/inf for {run_date}")
     embedded_with = lake.stage_detail(cfg, "embed", run_date).removeprefix("model=")
     if rows and versions != [embedded_with]:
         problems.append(f"meta_embeddings for {run_date} holds model version(s) {versions}, "

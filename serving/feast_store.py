@@ -32,9 +32,10 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from core import storage, tables
 from core.config import Config
@@ -214,13 +215,80 @@ def served_day(materialized_end: datetime) -> date:
     return (materialized_end - timedelta(days=1)).date()
 
 
+def partition_columns(cfg: Config) -> list[str]:
+    return [*cfg.data.task_key, tables.EMBEDDING, tables.N_SAMPLES, tables.MODEL_VERSION,
+            tables.EVENT_TIMESTAMP, tables.CREATED_TIMESTAMP]
+
+
 def read_partition(cfg: Config, run_date: date, columns: list[str] | None = None):
-    """The run_date partition of meta_embeddings as an Arrow table (driver side, delta-rs)."""
+    """The run_date partition of meta_embeddings as one Arrow table (driver side, delta-rs).
+    For small reads; publish, its gate and check stream the day (day_rows)."""
+    _require_table(cfg)
+    return lake.read_day(cfg, tables.META_EMBEDDINGS, run_date, columns or partition_columns(cfg))
+
+
+def _require_table(cfg: Config) -> None:
     if not lake.table_exists(cfg, tables.META_EMBEDDINGS):
         raise PublishError(f"{cfg.table_location(tables.META_EMBEDDINGS)}: no Delta table meta_embeddings to publish from")
-    cols = columns or [*cfg.data.task_key, tables.EMBEDDING, tables.N_SAMPLES, tables.MODEL_VERSION,
-                       tables.EVENT_TIMESTAMP, tables.CREATED_TIMESTAMP]
-    return lake.read_day(cfg, tables.META_EMBEDDINGS, run_date, cols)
+
+
+ROW = "_row"  # a row's number within its day, in the order every pass reads the day
+
+
+@dataclass(frozen=True)
+class DayRows:
+    """One run_date partition of meta_embeddings, read as Arrow batches as often as a pass
+    needs it. Publish, its gate and check hold one batch at a time, plus the day's keys for
+    joins and the duplicate check (a few bytes a row), never the whole day: their memory
+    stays flat from 100k to 1M tasks. Every pass yields the rows in the same order, so a
+    row's number (ROW) names it across passes."""
+    run_date: date
+    scan: Callable[[list[str]], Iterator]  # columns -> pyarrow.RecordBatch stream
+
+    def batches(self, columns: list[str]) -> Iterator:
+        return iter(self.scan(columns))
+
+    def keys(self, keys: list[str]):
+        """The key columns and ROW, as one Arrow table."""
+        parts, at = [], 0
+        for batch in self.batches(keys):
+            parts.append(pa.Table.from_batches([batch]).append_column(
+                ROW, pa.array(np.arange(at, at + batch.num_rows, dtype=np.int64))))
+            at += batch.num_rows
+        if not parts:
+            return pa.table({**{k: pa.array([], pa.string()) for k in keys}, ROW: pa.array([], pa.int64())})
+        return pa.concat_tables(parts)
+
+    @classmethod
+    def of_table(cls, run_date: date, table, batch_rows: int = 65_536) -> "DayRows":
+        """An in-memory table as a DayRows (tests, benches)."""
+        return cls(run_date, lambda columns: table.select(columns).to_batches(max_chunksize=batch_rows))
+
+
+def day_rows(cfg: Config, run_date: date, table=None) -> DayRows:
+    """The run_date partition of meta_embeddings, streamed from Delta (or `table`, in memory)."""
+    if isinstance(table, DayRows):
+        return table
+    if table is not None:
+        return DayRows.of_table(run_date, table, cfg.feast.batch_rows)
+    _require_table(cfg)
+    return DayRows(run_date, lambda columns: lake.scan_day(cfg, tables.META_EMBEDDINGS, run_date, columns,
+                                                           cfg.feast.batch_rows))
+
+
+def check_keys(cfg: Config, day: DayRows) -> int:
+    """The day's row count; PublishError on a null or duplicate task key."""
+    keys = list(cfg.data.task_key)
+    key_table = day.keys(keys)
+    for k in keys:
+        if key_table.column(k).null_count:
+            raise PublishError(f"meta_embeddings: {key_table.column(k).null_count} rows with null key {k!r} "
+                               f"on {day.run_date}")
+    n = key_table.num_rows
+    distinct = key_table.group_by(keys).aggregate([]).num_rows
+    if distinct != n:
+        raise PublishError(f"meta_embeddings: duplicate task keys on {day.run_date} ({n - distinct})")
+    return n
 
 
 @dataclass
@@ -276,8 +344,8 @@ def _check_entity_key(key_names: list[str], values: list[str], encoded: bytes) -
 
 
 def encode_partition(cfg: Config, table) -> _Encoded:
-    """Arrow rows -> Feast online-store records, serialized in bulk (no per-row protos)."""
-    import pyarrow as pa
+    """Arrow rows (a batch of a day) -> Feast online-store records, serialized in bulk (no
+    per-row protos). Keys unique across the day: check_keys."""
     import pyarrow.compute as pc
     from feast.protos.feast.types.Value_pb2 import FloatList, Value as ValueProto
 
@@ -293,8 +361,6 @@ def encode_partition(cfg: Config, table) -> _Encoded:
     entity_keys = _entity_key_encoder(keys)(key_values)
     if n:
         _check_entity_key(keys, [kv[0] for kv in key_values], entity_keys[0])
-    if len(set(entity_keys)) != n:
-        raise PublishError(f"meta_embeddings: duplicate task keys in one run_date ({n - len(set(entity_keys))})")
 
     # embedding: list<float> -> (n, dim) float32 -> ValueProto(float_list_val) bytes, whose
     # encoding is a constant prefix + the packed little-endian floats.
@@ -377,9 +443,10 @@ def _sqlite_adapted(values: list) -> list:
     return out
 
 
-def _write_sqlite(store, enc: _Encoded, replace_all: bool = False) -> None:
-    """One transaction for the whole day, through the Feast SQLite store's connection;
-    replace_all: the day's rows replace the table's (tasks the day lacks go)."""
+def _write_sqlite(store, encoded: Iterable[_Encoded], rows: int, replace_all: bool = False) -> None:
+    """One transaction for the whole day, through the Feast SQLite store's connection, fed
+    batch by batch (encoded); replace_all: the day's rows replace the table's (tasks the day
+    lacks go). rows: the day's row count (where the kill point sits)."""
     from feast.infra.online_stores.sqlite import _quote_id, _table_id
 
     config = store.config
@@ -398,70 +465,90 @@ def _write_sqlite(store, enc: _Encoded, replace_all: bool = False) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     # a day is tens of MB of B-tree pages: keep them in memory until COMMIT
-    conn.execute(f"PRAGMA cache_size=-{max(65536, enc.rows // 2)}")  # KiB
-    # rows in (entity_key, feature_name) order (B-tree pages filled in sequence) and many
-    # rows per INSERT statement (one VDBE run per 200 rows instead of per row): together
-    # ~1.7x less CPU than executemany of single-row upserts on this box.
+    conn.execute("PRAGMA cache_size=-65536")  # KiB
+    per_stmt = 200  # rows per statement: 1200 bound parameters, far under SQLite's limit
+    one = "(" + ", ".join("?" * len(cols)) + ")"
+    tail = upsert[upsert.index(" ON CONFLICT"):]
+    head = upsert[: upsert.index(" VALUES ")] + " VALUES "
+    written, paused = 0, False
+    with conn:  # BEGIN ... COMMIT (ROLLBACK on error)
+        if replace_all:
+            conn.execute(f"DELETE FROM {_quote_id(table)}")
+        for enc in encoded:
+            names = sorted(enc.values)
+            per_ent = max(1, per_stmt // len(names))
+            stmt_full = head + ", ".join([one] * (per_ent * len(names))) + tail
+            for idx, params in _sqlite_statements(enc, names, per_ent):
+                conn.execute(stmt_full if len(idx) == per_ent else
+                             head + ", ".join([one] * (len(idx) * len(names))) + tail, params)
+                written += len(idx)
+                if not paused and written >= rows // 2:
+                    paused = True
+                    kill_point("sqlite:mid-transaction")
+
+
+def _sqlite_statements(enc: _Encoded, names: list[str], per_ent: int):
+    """(row indices, bound parameters) of each multi-row upsert of one encoded batch.
+
+    Rows go in (entity_key, feature_name) order (B-tree pages filled in sequence) and many
+    rows per INSERT statement (one VDBE run per 200 rows instead of per row): together
+    ~1.7x less CPU than executemany of single-row upserts on this box."""
     order = sorted(range(enc.rows), key=enc.entity_keys.__getitem__)
-    names = sorted(enc.values)
     ek = enc.entity_keys
     # timestamps bound as the values sqlite3 would adapt them to (Feast registers the
     # adapter), once per distinct timestamp: adapting 600k datetimes per row cost ~1.2 s
     ev, ct = _sqlite_adapted(enc.event_ts), _sqlite_adapted(enc.created_ts)
     vals = [enc.values[nm] for nm in names]
     texts = [enc.value_text[nm] for nm in names]
-    per_stmt = 200  # rows per statement: 1200 bound parameters, far under SQLite's limit
-
-    def params(idx):
-        out = []
+    for lo in range(0, enc.rows, per_ent):
+        idx = order[lo: lo + per_ent]
+        params = []
         for i in idx:
             e, t, c = ek[i], ev[i], ct[i]
             for j, nm in enumerate(names):
-                out += (e, nm, vals[j][i], texts[j][i], t, c)
-        return out
-
-    one = "(" + ", ".join("?" * len(cols)) + ")"
-    tail = upsert[upsert.index(" ON CONFLICT"):]
-    head = upsert[: upsert.index(" VALUES ")] + " VALUES "
-    per_ent = max(1, per_stmt // len(names))
-    stmt_full = head + ", ".join([one] * (per_ent * len(names))) + tail
-    with conn:  # BEGIN ... COMMIT (ROLLBACK on error)
-        if replace_all:
-            conn.execute(f"DELETE FROM {_quote_id(table)}")
-        for lo in range(0, enc.rows, per_ent):
-            idx = order[lo: lo + per_ent]
-            sql = stmt_full if len(idx) == per_ent else head + ", ".join([one] * (len(idx) * len(names))) + tail
-            conn.execute(sql, params(idx))
-            if lo == (enc.rows // per_ent // 2) * per_ent:
-                kill_point("sqlite:mid-transaction")
+                params += (e, nm, vals[j][i], texts[j][i], t, c)
+        yield idx, params
 
 
 @dataclass
-class RedisRows:
-    """The day's rows as Feast's Redis store lays them out: one hash per entity,
-    key = entity key + project, fields = the event timestamp and one per feature."""
+class RedisLayout:
+    """Feast's Redis layout of the feature view: one hash per entity, key = entity key +
+    project, fields = the event timestamp and one per feature (mmh3 of "<view>:<feature>")."""
     client: Any  # redis.Redis, Feast's client for this store
-    keys: list[bytes]
+    project: bytes
     ts_field: bytes
-    ts_values: list[bytes]  # serialized Timestamp per row
-    fields: list[bytes]  # mmh3 of "<feature view>:<feature>"
-    columns: list[list[bytes]]  # per field, the serialized ValueProto per row
-
-    def hset_args(self, i: int) -> list[bytes]:
-        args = [self.keys[i], self.ts_field, self.ts_values[i]]
-        for field_, col in zip(self.fields, self.columns):
-            args += (field_, col[i])
-        return args
+    fields: dict[str, bytes]  # feature name -> hash field
 
 
-def redis_rows(store, enc: _Encoded) -> RedisRows:
-    from google.protobuf.timestamp_pb2 import Timestamp
+def redis_layout(store) -> RedisLayout:
     from feast.infra.online_stores.helpers import _mmh3
     from feast.infra.online_stores.redis import _versioned_fv_name
 
     config = store.config
-    fv_name = _versioned_fv_name(store.get_feature_view(FEATURE_VIEW), config)
-    project = config.project.encode()
+    fv = store.get_feature_view(FEATURE_VIEW)
+    fv_name = _versioned_fv_name(fv, config)
+    return RedisLayout(client=store._get_provider().online_store._get_client(config.online_store),
+                       project=config.project.encode(), ts_field=f"_ts:{fv_name}".encode(),
+                       fields={f.name: _mmh3(f"{fv_name}:{f.name}") for f in fv.features})
+
+
+@dataclass
+class RedisRows:
+    """One encoded batch as Feast's Redis store lays it out (RedisLayout)."""
+    layout: RedisLayout
+    keys: list[bytes]
+    ts_values: list[bytes]  # serialized Timestamp per row
+    columns: list[list[bytes]]  # per layout field, the serialized ValueProto per row
+
+    def hset_args(self, i: int) -> list[bytes]:
+        args = [self.keys[i], self.layout.ts_field, self.ts_values[i]]
+        for field_, col in zip(self.layout.fields.values(), self.columns):
+            args += (field_, col[i])
+        return args
+
+
+def redis_rows(layout: RedisLayout, enc: _Encoded) -> RedisRows:
+    from google.protobuf.timestamp_pb2 import Timestamp
 
     def ts_bytes(t: datetime) -> bytes:
         ts = Timestamp()
@@ -469,11 +556,9 @@ def redis_rows(store, enc: _Encoded) -> RedisRows:
         return ts.SerializeToString()
 
     ts_by_value = {t: ts_bytes(t) for t in set(enc.event_ts)}
-    return RedisRows(
-        client=store._get_provider().online_store._get_client(config.online_store),
-        keys=[k + project for k in enc.entity_keys], ts_field=f"_ts:{fv_name}".encode(),
-        ts_values=[ts_by_value[t] for t in enc.event_ts],
-        fields=[_mmh3(f"{fv_name}:{name}") for name in enc.values], columns=list(enc.values.values()))
+    return RedisRows(layout=layout, keys=[k + layout.project for k in enc.entity_keys],
+                     ts_values=[ts_by_value[t] for t in enc.event_ts],
+                     columns=[enc.values[name] for name in layout.fields])
 
 
 def _resp_bulk(b: bytes) -> bytes:
@@ -481,35 +566,28 @@ def _resp_bulk(b: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
-def _other_redis_keys(store, cfg: Config, enc: _Encoded) -> list[bytes]:
-    """The Redis keys of this project's tasks that the day lacks (SCAN; a replace_all
-    publish evicts them). A key is Feast's entity key + project name; it is parsed whole,
-    so a key of another project whose name ends like this one's is never taken."""
-    rows = redis_rows(store, enc)
-    project = store.config.project.encode()
-    head = _entity_key_encoder(list(cfg.data.task_key))([[""] for _ in cfg.data.task_key])[0]
-    head = head[: len(head) - 8 * len(cfg.data.task_key)]  # without the (empty) values
-    today = set(rows.keys)
+def _project_entity_keys(cfg: Config, layout: RedisLayout) -> Iterator[bytes]:
+    """Every Redis key of this project's tasks (SCAN, streamed). A key is Feast's entity
+    key + project name; it is decoded whole, so a key of another project whose name ends
+    like this one's is never taken."""
+    from feast.infra.key_encoding_utils import deserialize_entity_key
+
+    project, join_keys = layout.project, sorted(cfg.data.task_key)
     pattern = b"*" + b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in project)
-    return [k for k in rows.client.scan_iter(match=pattern, count=1000)
-            if k not in today and _is_entity_key(k, head, len(cfg.data.task_key), project)]
+    for key in layout.client.scan_iter(match=pattern, count=1000):
+        try:
+            entity = deserialize_entity_key(key[: len(key) - len(project)], ENTITY_KEY_SERIALIZATION_VERSION)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            continue
+        if list(entity.join_keys) == join_keys and len(entity.entity_values) == len(join_keys):
+            yield key
 
 
-def _is_entity_key(key: bytes, head: bytes, n_keys: int, project: bytes) -> bool:
-    """key == head + n_keys x (string tag, length, value) + project (format v3)."""
-    if not key.startswith(head):
-        return False
-    at = len(head)
-    for _ in range(n_keys):
-        if len(key) < at + 8:
-            return False
-        at += 8 + struct.unpack_from("<I", key, at + 4)[0]
-    return key[at:] == project
-
-
-def _write_redis(store, enc: _Encoded, evict: list[bytes] = ()) -> None:
-    """One MULTI/EXEC for the whole day: Redis applies all of it or (killed client) none.
-    evict: keys whose feature-view fields go in the same transaction (a version switch).
+def _write_redis(store, cfg: Config, encoded: Iterable[_Encoded], replace_all: bool = False) -> None:
+    """One MULTI/EXEC for the whole day, fed batch by batch (encoded): Redis applies all of
+    it or (killed client) none. replace_all (a version switch): the same transaction first
+    removes the feature view's fields from every task of the project (their hashes vanish),
+    then sets the day's rows.
 
     The HSETs are packed here as RESP rather than sent through redis-py's
     `pipeline(transaction=True)` (the same MULTI/EXEC, in metaemb.bench_publish), because
@@ -518,39 +596,46 @@ def _write_redis(store, enc: _Encoded, evict: list[bytes] = ()) -> None:
     --online-store redis` 2.40 s hand-packed vs 3.09 s redis-py; 8 interleaved repeats of
     the two, median 3.26 s vs 5.29 s (best 2.38 vs 4.40 s). Lookups were identical.
     """
-    rows = redis_rows(store, enc)
-    head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (1 + len(rows.fields)))
-    ts_field, fields = _resp_bulk(rows.ts_field), [_resp_bulk(f) for f in rows.fields]
-    ts_resp = {v: _resp_bulk(v) for v in set(rows.ts_values)}
+    layout = redis_layout(store)
+    head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (1 + len(layout.fields)))
+    ts_field, fields = _resp_bulk(layout.ts_field), [_resp_bulk(f) for f in layout.fields.values()]
 
-    def hset(i: int) -> bytes:
-        parts = [head, _resp_bulk(rows.keys[i]), ts_field, ts_resp[rows.ts_values[i]]]
-        for field_, col in zip(fields, rows.columns):
-            parts += (field_, _resp_bulk(col[i]))
-        return b"".join(parts)
+    def packed(rows: RedisRows, lo: int, hi: int) -> bytes:
+        ts_resp = {v: _resp_bulk(v) for v in set(rows.ts_values[lo:hi])}
+        out = []
+        for i in range(lo, hi):
+            out += [head, _resp_bulk(rows.keys[i]), ts_field, ts_resp[rows.ts_values[i]]]
+            for field_, col in zip(fields, rows.columns):
+                out += (field_, _resp_bulk(col[i]))
+        return b"".join(out)
 
     # MULTI, the day's HSETs streamed in chunks, EXEC -- on one connection. Redis queues
     # the commands and runs them only at EXEC, atomically; if this process dies before
     # EXEC reaches the server, the connection drops and Redis discards the whole queue.
-    conn = rows.client.connection_pool.get_connection()
+    conn = layout.client.connection_pool.get_connection()
+    queued, chunk, paused = 0, 5000, False
     try:
         conn.send_command("MULTI")
-        for key in evict:  # the hash vanishes with its last field
-            conn.send_command("HDEL", key, rows.ts_field, *rows.fields)
-        chunk = 5000
-        for lo in range(0, enc.rows, chunk):
-            packed = b"".join(hset(i) for i in range(lo, min(lo + chunk, enc.rows)))
-            conn.send_packed_command([packed], check_health=False)
-            if lo == 0:
-                kill_point("redis:mid-multi")
+        if replace_all:  # SCAN runs on another connection: it sees the store before this transaction
+            for key in _project_entity_keys(cfg, layout):
+                conn.send_command("HDEL", key, layout.ts_field, *layout.fields.values())
+                queued += 1
+        for enc in encoded:
+            rows = redis_rows(layout, enc)
+            for lo in range(0, enc.rows, chunk):
+                conn.send_packed_command([packed(rows, lo, min(lo + chunk, enc.rows))], check_health=False)
+                if not paused:
+                    paused = True
+                    kill_point("redis:mid-multi")
+            queued += enc.rows
         conn.send_command("EXEC")
         first = conn.read_response()
         if first not in (b"OK", "OK", True):
             raise PublishError(f"redis MULTI failed: {first!r}")
-        for _ in range(len(evict) + enc.rows):
+        for _ in range(queued):
             reply = conn.read_response()  # QUEUED (an error here aborts the EXEC)
             if isinstance(reply, Exception):
-                raise PublishError(f"redis refused a queued HSET: {reply}")
+                raise PublishError(f"redis refused a queued command: {reply}")
         result = conn.read_response()
         if result is None or isinstance(result, Exception):
             raise PublishError(f"redis EXEC failed: {result!r}")
@@ -561,7 +646,7 @@ def _write_redis(store, enc: _Encoded, evict: list[bytes] = ()) -> None:
         conn.disconnect()  # never hand a connection with a half-sent MULTI back to the pool
         raise
     finally:
-        rows.client.connection_pool.release(conn)
+        layout.client.connection_pool.release(conn)
 
 
 @dataclass
@@ -570,7 +655,7 @@ class WriteResult:
     seconds: float
     method: str
     interval: tuple[datetime, datetime]
-    phases: dict[str, float] | None = None  # fast path: read / encode / write / registry seconds
+    phases: dict[str, float] | None = None  # fast path: keys / write / registry seconds
 
 
 def latest_materialized(store) -> datetime | None:
@@ -583,9 +668,11 @@ def latest_materialized(store) -> datetime | None:
 def write_partition(cfg: Config, run_date: date, method: str | None = None, store=None,
                     table=None, redis_write: Callable | None = None, replace_all: bool = False) -> WriteResult:
     """Push one run_date partition into the online store; no gate (see publish.publish).
-    redis_write(store, encoded) replaces the fast path's Redis writer (the publish
-    bench passes redis-py's pipeline to compare). replace_all: in the same transaction,
-    remove the online rows of tasks the day lacks (publish sets it at a model version switch)."""
+    table: the day's rows (a DayRows, or an Arrow table in memory); None reads them from
+    Delta, streamed. redis_write(store, encoded batches) replaces the fast path's Redis writer
+    (the publish bench passes redis-py's pipeline to compare). replace_all: in the same
+    transaction, remove the online rows of tasks the day lacks (publish sets it at a model
+    version switch)."""
     method = method or cfg.feast.publish_method
     if replace_all and method != "fast":
         raise PublishError(f"{run_date}: a model version switch replaces the whole online store in one transaction, "
@@ -598,28 +685,25 @@ def write_partition(cfg: Config, run_date: date, method: str | None = None, stor
     if method == "materialize":
         with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress bars
             store.materialize(start_date=start, end_date=end, feature_views=[FEATURE_VIEW])
-        rows = -1 if table is None else table.num_rows
+        rows = getattr(table, "num_rows", -1)  # an Arrow table's; Feast's materialize does not count
     elif method == "fast":
-        phases = {}
-        if table is None:
-            table = read_partition(cfg, run_date)
+        day = day_rows(cfg, run_date, table)
+        rows = check_keys(cfg, day)
         t1 = time.perf_counter()
-        phases["read"] = t1 - t0
-        enc = encode_partition(cfg, table)
-        t2 = time.perf_counter()
-        phases["encode"] = t2 - t1
+        phases["keys"] = t1 - t0
+        encoded = (encode_partition(cfg, pa.Table.from_batches([batch]))
+                   for batch in day.batches(partition_columns(cfg)))
         if cfg.feast.online_store == "sqlite":
-            _write_sqlite(store, enc, replace_all=replace_all)
-        elif replace_all:
-            _write_redis(store, enc, evict=_other_redis_keys(store, cfg, enc))
+            _write_sqlite(store, encoded, rows, replace_all=replace_all)
+        elif redis_write is not None and not replace_all:
+            redis_write(store, encoded)
         else:
-            (redis_write or _write_redis)(store, enc)
-        t3 = time.perf_counter()
-        phases["write"] = t3 - t2
+            _write_redis(store, cfg, encoded, replace_all=replace_all)
+        t2 = time.perf_counter()
+        phases["write"] = t2 - t1  # read, encode and write, streamed batch by batch
         fv = store.get_feature_view(FEATURE_VIEW)
         store.registry.apply_materialization(fv, store.project, start, end, commit=True)
-        phases["registry"] = time.perf_counter() - t3
-        rows = enc.rows
+        phases["registry"] = time.perf_counter() - t2
     else:
         raise ValueError(f"unknown publish method {method!r}")
     seconds = time.perf_counter() - t0

@@ -70,6 +70,7 @@ class GateReport:
     mean_drift: float | None = None
     model_version: str = ""
     prev_version: str | None = None  # of prev_run_date; drift is compared only when it equals model_version
+    read_s: float = 0.0  # one streamed read of the day's embeddings (the figures' pass)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -102,7 +103,7 @@ class PublishResult:
     online_store: str
     status: str  # published | skipped
     gate: GateReport | None = None
-    read_s: float = 0.0  # reading the day's partition (delta-rs), part of seconds
+    read_s: float = 0.0  # one streamed read of the day (the gate's figures pass; 0 without the gate)
     switched_from: str | None = None  # the model version served before, when this publish changed it
     model_version: str = ""
 
@@ -240,7 +241,7 @@ def latest_outcome(cfg: Config, run_date: date, store=None) -> Outcome | None:
 
 @dataclass
 class Embeddings:
-    """One day's embedding column, row-wise figures in numpy (float64)."""
+    """One batch's embedding column, row-wise figures in numpy (float64)."""
     null: np.ndarray  # [n] bool: no embedding
     non_finite: np.ndarray  # [n] bool: some element NaN/inf/null
     length: np.ndarray  # [n] int: elements per row (-1 when null)
@@ -248,8 +249,8 @@ class Embeddings:
     values: np.ndarray  # flattened elements
 
     @classmethod
-    def of(cls, column: pa.ChunkedArray) -> "Embeddings":
-        col = column.combine_chunks()
+    def of(cls, column: pa.Array | pa.ChunkedArray) -> "Embeddings":
+        col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         n = len(col)
         values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
         parents = pc.list_parent_indices(col).to_numpy(zero_copy_only=False)
@@ -266,6 +267,36 @@ class Embeddings:
         return self.values[starts[:, None] + np.arange(dim)]
 
 
+@dataclass
+class DayFigures:
+    """Row-wise figures of a day's embeddings, summed over its batches."""
+    rows: int = 0
+    nan_inf_rows: int = 0  # null, or some element NaN/inf/null
+    bad_length_rows: int = 0  # not null, not dim long
+    norm_sum: float = 0.0  # over usable rows (not null, all finite)
+    usable_rows: int = 0
+    versions: set = field(default_factory=set)  # distinct model versions
+
+    @property
+    def mean_norm(self) -> float:
+        return self.norm_sum / self.usable_rows if self.usable_rows else float("nan")
+
+
+def day_figures(day: feast_store.DayRows, dim: int) -> DayFigures:
+    """DayFigures of a day, streamed: one batch in memory at a time."""
+    f = DayFigures()
+    for batch in day.batches([tables.EMBEDDING, tables.MODEL_VERSION]):
+        emb = Embeddings.of(batch.column(tables.EMBEDDING))
+        bad = emb.null | emb.non_finite
+        f.rows += batch.num_rows
+        f.nan_inf_rows += int(bad.sum())
+        f.bad_length_rows += int((~emb.null & (emb.length != dim)).sum())
+        f.norm_sum += float(np.sqrt(emb.squares[~bad]).sum())
+        f.usable_rows += int((~bad).sum())
+        f.versions.update(v for v in pc.unique(batch.column(tables.MODEL_VERSION)).to_pylist() if v is not None)
+    return f
+
+
 def matching_rows(left: pa.Table, right: pa.Table, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (i, j) of every pair with left[i] and right[j] on the same keys (Arrow's
     joins carry no list columns, so the embeddings are joined through row numbers)."""
@@ -275,36 +306,71 @@ def matching_rows(left: pa.Table, right: pa.Table, keys: list[str]) -> tuple[np.
     return pairs["_left"].to_numpy(), pairs["_right"].to_numpy()
 
 
-def _mean_cosine(keys: list[str], today: pa.Table, a: Embeddings, before: pa.Table, dim: int) -> tuple[int, float | None]:
-    """(common keys, mean cosine over those whose both vectors are non-zero) of two days."""
-    b = Embeddings.of(before[tables.EMBEDDING])
-    ia, ib = matching_rows(today, before, keys)
-    common = len(ia)
-    same = (a.length[ia] == dim) & (b.length[ib] == dim)
-    ia, ib = ia[same], ib[same]
-    na, nb = np.sqrt(a.squares[ia]), np.sqrt(b.squares[ib])
-    ok = (na > 0) & (nb > 0)
-    if not ok.any():
-        return common, None
-    dot = (a.matrix(ia[ok], dim) * b.matrix(ib[ok], dim)).sum(1)
-    return common, float(np.mean(dot / (na[ok] * nb[ok])))
+def gather_rows(day: feast_store.DayRows, rows: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix [len(rows), dim] float32, ok [len(rows)]) of the day's embeddings at row numbers
+    `rows`, streamed; ok: the row's embedding is dim long (its matrix row is 0 otherwise)."""
+    wanted, inverse = np.unique(rows, return_inverse=True)
+    out = np.zeros((len(wanted), dim), dtype=np.float32)
+    ok = np.zeros(len(wanted), dtype=bool)
+    at = 0
+    for batch in day.batches([tables.EMBEDDING]):
+        lo, hi = np.searchsorted(wanted, [at, at + batch.num_rows])
+        if hi > lo:
+            emb = Embeddings.of(batch.column(tables.EMBEDDING).take(pa.array(wanted[lo:hi] - at)))
+            good = np.flatnonzero(emb.length == dim)
+            out[lo + good] = emb.matrix(good, dim)
+            ok[lo + good] = True
+        at += batch.num_rows
+    return out[inverse], ok[inverse]
 
 
-def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
-               raise_on_failure: bool = True) -> GateReport:
+def _mean_cosine(keys: list[str], today: feast_store.DayRows, before: feast_store.DayRows, dim: int,
+                 span: int) -> tuple[int, float | None]:
+    """(common keys, mean cosine over those whose both vectors are non-zero) of two days.
+
+    Joined through the days' keys and row numbers. For `span` pairs at a time, today's
+    vectors are gathered (float32, one pass over today) and the day before is streamed past
+    them (one pass), so memory is bounded by span, not by the days."""
+    ta, tb = today.keys(keys), before.keys(keys)
+    pairs = ta.join(tb, keys=keys, join_type="inner", right_suffix="_before")
+    ia = pairs[feast_store.ROW].to_numpy()
+    ib = pairs[feast_store.ROW + "_before"].to_numpy()
+    del ta, tb, pairs
+    total, counted = 0.0, 0
+    for lo in range(0, len(ia), span):
+        a, a_ok = gather_rows(today, ia[lo: lo + span], dim)
+        order = np.argsort(ib[lo: lo + span], kind="stable")
+        b_rows = ib[lo: lo + span][order]
+        at = 0
+        for batch in before.batches([tables.EMBEDDING]):
+            first, last = np.searchsorted(b_rows, [at, at + batch.num_rows])
+            if last > first:
+                b = Embeddings.of(batch.column(tables.EMBEDDING).take(pa.array(b_rows[first:last] - at)))
+                good = np.flatnonzero(b.length == dim)
+                pos = order[first:last][good]
+                va, vb = a[pos].astype(np.float64), b.matrix(good, dim)
+                na, nb = np.sqrt((va * va).sum(1)), np.sqrt((vb * vb).sum(1))
+                use = a_ok[pos] & (na > 0) & (nb > 0)
+                total += float(((va[use] * vb[use]).sum(1) / (na[use] * nb[use])).sum())
+                counted += int(use.sum())
+            at += batch.num_rows
+    return len(ia), (total / counted if counted else None)
+
+
+def check_gate(cfg: Config, run_date: date, today=None, *, raise_on_failure: bool = True) -> GateReport:
     """Figures of the run_date partition vs the previous published day; GateError if out of bounds.
 
-    today: the day's partition as feast_store.read_partition returns it (read when None).
-    """
-    today = feast_store.read_partition(cfg, run_date) if today is None else today
+    today: the day's rows (feast_store.DayRows, or an Arrow table in memory); None streams
+    them from Delta. Every figure is computed batch by batch (feast_store.DayRows)."""
+    day = feast_store.day_rows(cfg, run_date, today)
     dim, g = cfg.model.embedding_dim, cfg.gate
-    emb = Embeddings.of(today[tables.EMBEDDING])
-    usable = ~emb.null & ~emb.non_finite
-    versions = model_versions(today)
-    rep = GateReport(run_date=run_date, rows=today.num_rows, nan_inf_rows=int((emb.null | emb.non_finite).sum()),
-                     bad_length_rows=int((~emb.null & (emb.length != dim)).sum()),
-                     mean_norm=float(np.sqrt(emb.squares[usable]).mean()) if usable.any() else float("nan"),
-                     model_version=",".join(versions))
+    t = time.perf_counter()
+    fig = day_figures(day, dim)
+    read_s = time.perf_counter() - t
+    versions = sorted(fig.versions)
+    rep = GateReport(run_date=run_date, rows=fig.rows, nan_inf_rows=fig.nan_inf_rows,
+                     bad_length_rows=fig.bad_length_rows, mean_norm=fig.mean_norm, model_version=",".join(versions),
+                     read_s=read_s)
     if rep.rows == 0:
         rep.failures.append("no rows for this run_date (empty day)")
     if len(versions) > 1:
@@ -329,9 +395,9 @@ def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
                 f"row count {rep.rows} vs {rep.prev_rows} on {rep.prev_run_date}: ratio "
                 f"{rep.row_ratio:.4g} outside [{g.min_row_ratio:g}, {g.max_row_ratio:g}]")
         if not rep.nan_inf_rows and not rep.bad_length_rows and not rep.version_switch:
-            keys = list(cfg.data.task_key)
-            before = feast_store.read_partition(cfg, rep.prev_run_date, columns=[*keys, tables.EMBEDDING])
-            rep.common_keys, rep.mean_cosine = _mean_cosine(keys, today, emb, before, dim)
+            before = feast_store.day_rows(cfg, rep.prev_run_date)
+            rep.common_keys, rep.mean_cosine = _mean_cosine(list(cfg.data.task_key), day, before, dim,
+                                                            span=4 * cfg.feast.batch_rows)
             if rep.common_keys and rep.mean_cosine is not None:
                 rep.mean_drift = 1.0 - rep.mean_cosine
                 if rep.mean_drift > g.max_mean_drift:
@@ -345,11 +411,6 @@ def check_gate(cfg: Config, run_date: date, today: pa.Table | None = None, *,
     return rep
 
 
-def model_versions(today: pa.Table) -> list[str]:
-    """The distinct model versions of a meta_embeddings partition, sorted."""
-    return sorted(v for v in pc.unique(today[tables.MODEL_VERSION]).to_pylist() if v is not None)
-
-
 # -------------------------------------------------------------------------- publish
 
 
@@ -358,8 +419,7 @@ def publish(cfg: Config, run_date: date, *, method: str | None = None, skip_gate
     method = method or cfg.feast.publish_method
     t0 = time.perf_counter()
     gate = None
-    today = feast_store.read_partition(cfg, run_date)
-    read_s = time.perf_counter() - t0
+    today = feast_store.day_rows(cfg, run_date)
     if not skip_gate:
         try:
             gate = check_gate(cfg, run_date, today)
@@ -369,6 +429,7 @@ def publish(cfg: Config, run_date: date, *, method: str | None = None, skip_gate
             log.error("%s", e)
             raise
         log.info("gate passed for %s: %s", run_date, gate.figures())
+    read_s = gate.read_s if gate else 0.0
     store = feast_store.feature_store(cfg)
     try:
         store.get_feature_view(feast_store.FEATURE_VIEW)
@@ -384,7 +445,7 @@ def publish(cfg: Config, run_date: date, *, method: str | None = None, skip_gate
                     seconds=time.perf_counter() - t0, gate=gate, message=msg)
         return PublishResult(run_date, 0, time.perf_counter() - t0, method, cfg.feast.online_store,
                              "skipped", gate, read_s)
-    version = gate.model_version if gate else ",".join(model_versions(today))
+    version = gate.model_version if gate else ",".join(sorted(day_figures(today, cfg.model.embedding_dim).versions))
     now = served(cfg)
     switched_from = now.model_version if now and now.model_version and now.model_version != version else None
     if switched_from:

@@ -34,15 +34,16 @@ def versions_online(cfg) -> dict:
     return {r.user_id: (r.model_version if r.embedding is not None else None) for r in df.itertuples()}
 
 
+@pytest.mark.parametrize("batch_rows", [65_536, 3])  # 3: the day and the evictions span many batches
 @pytest.mark.parametrize("online", ["sqlite", "redis"])
-def test_a_switch_leaves_only_the_new_versions_rows(tmp_path, online, request):
+def test_a_switch_leaves_only_the_new_versions_rows(tmp_path, online, batch_rows, request):
     def config(name, project):
-        feast = {"project": project}
+        feast = {"project": project, "batch_rows": batch_rows}
         if online == "redis":
             feast.update(online_store="redis", redis_connection=request.getfixturevalue("redis_server"))
         return make_config(tmp_path / name, model={"embedding_dim": 8}, feast=feast)
 
-    cfg, neighbour = config("own", f"switch_{online}"), config("other", f"x_switch_{online}")
+    cfg, neighbour = config("own", f"switch_{online}{batch_rows}"), config("other", f"x_switch_{online}{batch_rows}")
     for c in (cfg, neighbour):
         feast_store.write_partition(c, D1, "fast", store=feast_store.apply(c), table=day_table(KEYS, D1, "v1"))
     feast_store.write_partition(cfg, D2, "fast", table=day_table(KEYS[:20], D2, "v2"), replace_all=True)
