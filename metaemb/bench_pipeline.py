@@ -7,7 +7,10 @@ demo's state. After that first day (the whole window built at once) it runs the 
 steady state of a daily job (the window already built, one new day of events in), and prints
 it on a line that starts `steady-state day:`. `--storage s3` keeps the lakehouse (Delta
 tables, checkpoint) on a loopback S3 endpoint (moto's server) instead; `--storage both` runs local disk, then S3, on the same data,
-and prints their per-stage seconds side by side.
+and prints their per-stage seconds side by side. `--steady-only` runs just the steady-state day
+again, in a fresh process, on the lake an earlier run of the same --tasks left: the driver's memory
+is then the daily job's alone (as `metaemb run` and each Airflow task see it), without the heap
+that the first day and the set-up training run left in the bench's process.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ def add_arguments(p) -> None:
     p.add_argument("--publish-compare", type=int, default=100_000,
                    help="rows for the stock-vs-fast publish comparison (0 = skip)")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--steady-only", action="store_true",
+                   help="only the steady-state day, in this fresh process, on the lake that an earlier run of the "
+                        "same --tasks left under --out (local storage); the driver's peak memory is then the daily "
+                        "job's own")
     p.add_argument("--storage", choices=("local", "s3", "both"), default="local",
                    help="where the lakehouse lives: local disk, a loopback S3 endpoint (moto's server), or "
                         "both one after the other (default local)")
@@ -116,6 +123,8 @@ def run(args, cfg: Config) -> int:
     from metaemb.synthetic import SyntheticSpec
 
     work = Path(args.out or cfg.path(f"var/bench/{args.tasks}"))
+    if args.steady_only:
+        return _steady_only(args, cfg, work)
     data_ready = (work / "data" / "interactions.parquet").exists() and args.keep
     if not data_ready:
         shutil.rmtree(work / "data", ignore_errors=True)
@@ -223,6 +232,24 @@ def _steady_day(spark, bcfg: Config, run_date: dt.date, inputs) -> dict:
     return steady
 
 
+def _steady_only(args, cfg: Config, work: Path) -> int:
+    from metaemb.synthetic import SyntheticSpec
+    from pipelines import labeled, lake
+
+    bcfg = bench_config(cfg, work, args.tasks, args.days)
+    spec = SyntheticSpec(users=args.tasks, days=args.days + 1)
+    if not lake.table_exists(bcfg, "task_samples") or not (work / "data" / "interactions.parquet").exists():
+        raise SystemExit(f"{work}: no lake and data of an earlier run: run `metaemb bench pipeline --tasks "
+                         f"{args.tasks} --keep` first, then --steady-only")
+    figures = {"tasks": args.tasks, "days": args.days, "storage": "local", "jvm_heap_cap": bcfg.spark.driver_memory,
+               "steady": _steady_day(_session(bcfg, s3=False), bcfg, spec.end_date, labeled.resolve_inputs(bcfg))}
+    print(f"\nbench pipeline --steady-only: {args.tasks:,} tasks, a fresh process")
+    _print_steady(figures)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
 def _print_side_by_side(results: dict[str, dict]) -> None:
     local, s3 = results["local"], results["s3"]
     print(f"\nstorage side by side ({local['tasks']:,} tasks; seconds per stage)")
@@ -270,6 +297,13 @@ def _print(f: dict) -> None:
               f"{emb['seconds']:.1f}s is Spark: read, shuffle, Arrow transfer, Delta write")
     print(f"  peak memory (PSS): driver (python+JVM) {f['peak_rss_driver_mb']:,.0f} MB, "
           f"python workers {f['peak_rss_workers_mb']:,.0f} MB")
+    _print_steady(f)
+    for stage, p in f.get("peak_rss_mb_by_stage", {}).items():
+        print(f"    {stage:28s} driver {p['driver']:>6,} MB (its peaks: python {p['python']:>6,}, JVM {p['jvm']:>6,}); "
+              f"workers {p['workers']:>6,} MB")
+
+
+def _print_steady(f: dict) -> None:
     steady = f.get("steady")
     if steady:
         parts = ", ".join(f"{st} {v['seconds']:.1f}s ({v['rows'] / max(v['seconds'], 1e-9):,.0f} rows/s)"
@@ -278,6 +312,5 @@ def _print(f: dict) -> None:
         print(f"steady-state day: {steady['seconds']:.1f}s total for {steady['run_date']}: {parts}; peak PSS "
               f"driver python {peak['python']:,} MB, driver JVM {peak['jvm']:,} MB (heap cap {f['jvm_heap_cap']}), "
               f"workers {peak['workers']:,} MB")
-    for stage, p in f.get("peak_rss_mb_by_stage", {}).items():
-        print(f"    {stage:28s} driver {p['driver']:>6,} MB (its peaks: python {p['python']:>6,}, JVM {p['jvm']:>6,}); "
-              f"workers {p['workers']:>6,} MB")
+        for stage, p in steady["peak_mb_by_stage"].items():
+            print(f"    steady {stage:21s} python {p['python']:>6,} MB, JVM {p['jvm']:>6,} MB, workers {p['workers']:>6,} MB")

@@ -115,9 +115,12 @@ def scan(where: Location, columns: list[str], filters: list[tuple] | None = None
             raise
         except Exception as e:
             raise _refused(where, table, e) from e
-        # Arrow's default read-ahead (16 batches x 4 files) would hold far more than a batch.
+        # One batch at a time: a threaded scan reads ahead of a slow consumer (publish's
+        # writes) without bound -- 163 MB of Arrow buffers for a 1M-row day, against 17 MB
+        # unthreaded, which read the day as fast (0.66 s vs 0.71 s).
         yield from dataset.to_batches(columns=columns, filter=filters_to_expression(filters) if filters else None,
-                                      batch_size=batch_rows, batch_readahead=1, fragment_readahead=1)
+                                      batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
+                                      use_threads=False)
 
 
 def append(where: Location, rows: pa.Table) -> None:

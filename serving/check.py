@@ -65,16 +65,18 @@ def partition_problems(cfg: Config, run_date: dt.date, day, day_keys: pa.Table, 
     day: its feast_store.DayRows; day_keys: day.keys(task key)."""
     from serving.publish import day_figures
 
+    from serving.feast_store import duplicate_keys
+
     keys = list(cfg.data.task_key)
     rows = day_keys.num_rows
-    distinct = day_keys.group_by(keys).aggregate([]).num_rows
+    duplicates = duplicate_keys(day_keys, keys)
     figures = day_figures(day, cfg.model.embedding_dim)
     versions = sorted(figures.versions)
     problems = []
     if rows != tasks:
         problems.append(f"meta_embeddings has {rows} rows for {run_date}, task_samples has {tasks} tasks")
-    if distinct != rows:
-        problems.append(f"meta_embeddings has {rows - distinct} duplicate task keys for {run_date}")
+    if duplicates:
+        problems.append(f"meta_embeddings has {duplicates} duplicate task keys for {run_date}")
     if figures.nan_inf_rows:
         problems.append(f"{figures.nan_inf_rows} embeddings with NaN/inf for {run_date}")
     embedded_with = lake.stage_detail(cfg, "embed", run_date).removeprefix("model=")

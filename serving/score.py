@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from core import tables
+from core import storage, tables
 from core.artifact import ArtifactError
 from core.config import Config
 from serving import artifact as artifacts
@@ -49,18 +49,21 @@ class Scores:
     tasks_default: int
 
 
-def read_input(path) -> pa.Table:
-    """A score input file (Parquet, CSV or Delta, as the data contract reads them)."""
+def read_input(cfg: Config, path: str | Path) -> pa.Table:
+    """A score input (Parquet, CSV or Delta, as the data contract reads them): a local path,
+    relative to the working directory, or s3://bucket/key (config [s3])."""
     from pipelines import contract
 
-    path = Path(path)
-    if not path.exists():
-        raise ScoreError(f"score input not found: {path}")
+    where = cfg.location(str(path)) if storage.is_s3(str(path)) else storage.Location.local(path)
+    if not where.exists():  # an unreachable endpoint raises StorageError here, naming the URI
+        raise ScoreError(f"score input not found: {where}")
     try:
-        schema = contract.file_schema(path)
-        return contract.read_table(path, schema.names)
+        schema = contract.file_schema(where)
+        return contract.read_table(where, schema.names)
+    except storage.StorageError:
+        raise
     except Exception as e:
-        raise ScoreError(f"{path}: unreadable as {contract.input_format(path)} ({type(e).__name__}: {e})") from e
+        raise ScoreError(f"{where}: unreadable as {contract.input_format(where)} ({type(e).__name__}: {e})") from e
 
 
 def score(cfg: Config, rows, *, model_version: str | None = None, artifact: artifacts.ServingArtifact | None = None,
@@ -69,7 +72,7 @@ def score(cfg: Config, rows, *, model_version: str | None = None, artifact: arti
     if unknown_tasks not in UNKNOWN_TASKS:
         raise ValueError(f"unknown_tasks must be one of {UNKNOWN_TASKS}, got {unknown_tasks!r}")
     if isinstance(rows, (str, Path)):
-        source, rows = str(rows), read_input(rows)
+        source, rows = str(rows), read_input(cfg, rows)
     table = rows if isinstance(rows, pa.Table) else _from_pandas(rows, source)
     keys = list(cfg.data.task_key)
     _require_columns(table, keys + [ITEM_ID], source)

@@ -8,7 +8,8 @@ import sys
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Scores rows as the online model would. FILE (Parquet, CSV or Delta) has the task key column(s) "
+        "Scores rows as the online model would. FILE (Parquet, CSV or Delta; a local path or s3://bucket/key) "
+        "has the task key column(s) "
         "([data] task_key), item_id and the model's context columns. Each task's embedding and model_version "
         "are read through Feast (the online store `metaemb lookup` reads); the probability comes from the "
         "serving artifact <checkpoint_dir>/<version>.onnx of that version (ONNX Runtime). A task with no "

@@ -96,6 +96,25 @@ def test_daily_flow_on_s3_equals_local_disk_and_reruns_replace_the_partition(
     assert cli.main(["--config", cfg_path, "validate", "--date", D1.isoformat()]) == 0
     assert "interactions.parquet" in capsys.readouterr().out
 
+    # score reads its input from S3 too, and scores it as it scores the same rows in memory
+    import io
+
+    import pandas as pd
+
+    from serving.score import score
+
+    events = pd.read_parquet(airflow_project / "data" / "interactions.parquet")
+    rows = events[events["user_id"].astype(str).isin(keys[:5])].groupby("user_id").tail(1).reset_index(drop=True)
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer)
+    cfg.location("s3://lake/flow/score.parquet").write_bytes_atomic(buffer.getvalue())
+    out = tmp_path / "scores.csv"
+    assert cli.main(["--config", cfg_path, "export"]) == 0  # the fixture copied the checkpoint, not its artifact
+    assert cli.main(["--config", cfg_path, "score", "--input", "s3://lake/flow/score.parquet", "--out", str(out)]) == 0
+    from_s3 = pd.read_csv(out)["probability"].to_numpy()
+    np.testing.assert_allclose(from_s3, score(cfg, rows).frame["probability"].to_numpy(), rtol=0, atol=1e-6)
+    assert len(from_s3) == len(rows) > 0
+
 
 def test_kill9_in_embed_on_s3_keeps_the_previous_table_version(s3_project, spark, tmp_path):
     cfg, cfg_path = s3_project

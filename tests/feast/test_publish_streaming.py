@@ -73,3 +73,14 @@ def test_duplicate_keys_in_different_batches_are_refused(spark, tmp_path):
     write_meta_embeddings(spark, cfg, D1, keys, random_embeddings(len(keys), seed=3))
     with pytest.raises(feast_store.PublishError, match=f"duplicate task keys on {D1} \\(1\\)"):
         feast_store.write_partition(cfg, D1, "fast", store=feast_store.apply(cfg))
+
+
+def test_keys_of_several_columns_match_and_repeat_exactly():
+    import pyarrow as pa
+
+    table = pa.table({"user_id": ["a:1", "a", "a", "b"], "kind": ["b", "1:b", "1:b", "x"]})
+    joined = publish_mod.key_column(table, ["user_id", "kind"]).to_pylist()
+    assert joined[0] != joined[1] and joined[1] == joined[2]  # "a:1"+"b" is not "a"+"1:b"
+    assert feast_store.duplicate_keys(table, ["user_id", "kind"]) == 1
+    assert feast_store.duplicate_keys(table, ["user_id"]) == 1
+    assert feast_store.duplicate_keys(table.slice(0, 1), ["user_id"]) == 0

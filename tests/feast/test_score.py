@@ -159,6 +159,8 @@ def test_bad_input_is_refused_naming_the_column(served, tmp_path):
     rows(USERS).drop(columns=["item_id"]).to_csv(src, index=False)
     with pytest.raises(ScoreError, match=f"{src}: column 'item_id' missing"):
         score(cfg, src)
+    with pytest.raises(ScoreError, match=f"score input not found: {tmp_path / 'nope.parquet'}"):
+        score(cfg, tmp_path / "nope.parquet")
     df = rows(USERS)
     df.loc[3, "ctx_2"] = np.nan
     with pytest.raises(ScoreError, match="context column 'ctx_2' is null, NaN or inf in 1 row\\(s\\) \\(first rows: 3\\)"):

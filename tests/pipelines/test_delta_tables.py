@@ -43,6 +43,9 @@ def test_reads_equal_spark_across_checkpoints_and_overwrites(spark, tmp_path):
     for day in DAYS:
         got = lake.read_day(cfg, tables.TASK_SAMPLES, day, ["user_id", "x"])
         assert got.num_rows and arrow_rows(got) == spark_rows(spark, path, day)
+        streamed = list(lake.scan_day(cfg, tables.TASK_SAMPLES, day, ["user_id", "x"], batch_rows=4))
+        assert max(b.num_rows for b in streamed) <= 4 and len(streamed) > 1
+        assert arrow_rows(pa.Table.from_batches(streamed)) == arrow_rows(got)
     assert delta_tables.schema(path).field("run_date").type == pa.date32()
     with pytest.raises(delta_tables.DeltaReadError, match="cannot open"):
         delta_tables.read(tmp_path / "nothing")
@@ -59,6 +62,8 @@ def test_a_table_with_deletion_vectors_falls_back_to_spark(spark, tmp_path):
         delta_tables.read(path, ["user_id", "x"])
     got = lake.read_day(cfg, tables.TASK_SAMPLES, DAYS[1], ["user_id", "x"])  # through Spark
     assert arrow_rows(got) == spark_rows(spark, path, DAYS[1]) and got.num_rows == 9
+    streamed = pa.Table.from_batches(lake.scan_day(cfg, tables.TASK_SAMPLES, DAYS[1], ["user_id", "x"], batch_rows=4))
+    assert arrow_rows(streamed) == arrow_rows(got)
 
 
 def test_input_checks_skip_row_counts_on_a_delta_table_only_spark_can_read(spark, tmp_path):
