@@ -233,12 +233,13 @@ def _steady_day(spark, bcfg: Config, run_date: dt.date, inputs) -> dict:
 
 
 def _steady_only(args, cfg: Config, work: Path) -> int:
+    from core import tables
     from metaemb.synthetic import SyntheticSpec
     from pipelines import labeled, lake
 
     bcfg = bench_config(cfg, work, args.tasks, args.days)
     spec = SyntheticSpec(users=args.tasks, days=args.days + 1)
-    if not lake.table_exists(bcfg, "task_samples") or not (work / "data" / "interactions.parquet").exists():
+    if not lake.table_exists(bcfg, tables.TASK_SAMPLES) or not (work / "data" / "interactions.parquet").exists():
         raise SystemExit(f"{work}: no lake and data of an earlier run: run `metaemb bench pipeline --tasks "
                          f"{args.tasks} --keep` first, then --steady-only")
     figures = {"tasks": args.tasks, "days": args.days, "storage": "local", "jvm_heap_cap": bcfg.spark.driver_memory,
