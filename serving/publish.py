@@ -297,34 +297,6 @@ def day_figures(day: feast_store.DayRows, dim: int) -> DayFigures:
     return f
 
 
-def matching_rows(left: pa.Table, right: pa.Table, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (i, j) of every pair with left[i] and right[j] on the same keys (Arrow's
-    joins carry no list columns, so the embeddings are joined through row numbers)."""
-    a = left.select(keys).append_column("_left", pa.array(np.arange(left.num_rows, dtype=np.int64)))
-    b = right.select(keys).append_column("_right", pa.array(np.arange(right.num_rows, dtype=np.int64)))
-    pairs = a.join(b, keys=keys, join_type="inner")
-    return pairs["_left"].to_numpy(), pairs["_right"].to_numpy()
-
-
-def gather_rows(day: feast_store.DayRows, rows: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(matrix [len(rows), dim] float32, ok [len(rows)]) of the day's embeddings at row numbers
-    `rows`, streamed; ok: the row's embedding is dim long (its matrix row is 0 otherwise)."""
-    increasing = len(rows) < 2 or bool((rows[1:] > rows[:-1]).all())
-    wanted, inverse = (rows, None) if increasing else np.unique(rows, return_inverse=True)
-    out = np.zeros((len(wanted), dim), dtype=np.float32)
-    ok = np.zeros(len(wanted), dtype=bool)
-    at = 0
-    for batch in day.batches([tables.EMBEDDING]):
-        lo, hi = np.searchsorted(wanted, [at, at + batch.num_rows])
-        if hi > lo:
-            emb = Embeddings.of(batch.column(tables.EMBEDDING).take(pa.array(wanted[lo:hi] - at)))
-            good = np.flatnonzero(emb.length == dim)
-            out[lo + good] = emb.matrix(good, dim)
-            ok[lo + good] = True
-        at += batch.num_rows
-    return (out, ok) if inverse is None else (out[inverse], ok[inverse])
-
-
 def key_column(key_table: pa.Table, keys: list[str]) -> pa.Array:
     """One string per row that identifies its task key. Several key columns are joined with
     each value's length in front ("3:abc:2:xy"), so two different keys never join alike."""
@@ -337,37 +309,62 @@ def key_column(key_table: pa.Table, keys: list[str]) -> pa.Array:
     return pc.binary_join_element_wise(*parts, ":").combine_chunks()
 
 
+def matching_rows(left: pa.Table, right: pa.Table, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (i, j), i increasing, of every left row i whose keys right's row j has
+    (right's keys unique). index_in (a hash set of right's keys) rather than a join: at 1M
+    keys a side its peak was 66 MB, the join's 171 MB."""
+    found = pc.index_in(key_column(left, keys), value_set=key_column(right, keys))
+    i = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
+    return i, found.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _rows_in_batches(day: feast_store.DayRows, rows: np.ndarray, dim: int):
+    """Stream the day's embeddings past the row numbers `rows` (increasing): per batch that
+    holds some, (lo, good, matrix): rows[lo + good] are those whose embedding is dim long,
+    matrix [len(good), dim] float64 their vectors."""
+    at = 0
+    for batch in day.batches([tables.EMBEDDING]):
+        lo, hi = np.searchsorted(rows, [at, at + batch.num_rows])
+        if hi > lo:
+            emb = Embeddings.of(batch.column(tables.EMBEDDING).take(pa.array(rows[lo:hi] - at)))
+            good = np.flatnonzero(emb.length == dim)
+            yield lo, good, emb.matrix(good, dim)
+        at += batch.num_rows
+
+
+def gather_rows(day: feast_store.DayRows, rows: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix [len(rows), dim] float32, ok [len(rows)]) of the day's embeddings at row numbers
+    `rows`, streamed; ok: the row's embedding is dim long (its matrix row is 0 otherwise)."""
+    increasing = len(rows) < 2 or bool((rows[1:] > rows[:-1]).all())
+    wanted, inverse = (rows, None) if increasing else np.unique(rows, return_inverse=True)
+    out = np.zeros((len(wanted), dim), dtype=np.float32)
+    ok = np.zeros(len(wanted), dtype=bool)
+    for lo, good, matrix in _rows_in_batches(day, wanted, dim):
+        out[lo + good] = matrix
+        ok[lo + good] = True
+    return (out, ok) if inverse is None else (out[inverse], ok[inverse])
+
+
 def _mean_cosine(keys: list[str], today: feast_store.DayRows, before: feast_store.DayRows, dim: int,
                  span: int) -> tuple[int, float | None]:
     """(common keys, mean cosine over those whose both vectors are non-zero) of two days.
 
-    Matched through the days' keys and row numbers. For `span` pairs at a time, today's
-    vectors are gathered (float32, one pass over today) and the day before is streamed past
-    them (one pass), so memory is bounded by span, not by the days."""
-    # index_in (a hash set of the day before's keys) rather than a join: at 1M keys its peak
-    # was 66 MB, the join's 171 MB. Row numbers are positions, so today's come out increasing.
-    found = pc.index_in(key_column(today.keys(keys), keys), value_set=key_column(before.keys(keys), keys))
-    ia = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
-    ib = found.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
-    del found
+    Matched through the days' keys and row numbers (row numbers are positions, so today's
+    come out increasing). For `span` pairs at a time, today's vectors are gathered (float32,
+    one pass over today) and the day before is streamed past them (one pass), so memory is
+    bounded by span, not by the days."""
+    ia, ib = matching_rows(today.keys(keys), before.keys(keys), keys)
     total, counted = 0.0, 0
     for lo in range(0, len(ia), span):
         a, a_ok = gather_rows(today, ia[lo: lo + span], dim)
         order = np.argsort(ib[lo: lo + span], kind="stable")
-        b_rows = ib[lo: lo + span][order]
-        at = 0
-        for batch in before.batches([tables.EMBEDDING]):
-            first, last = np.searchsorted(b_rows, [at, at + batch.num_rows])
-            if last > first:
-                b = Embeddings.of(batch.column(tables.EMBEDDING).take(pa.array(b_rows[first:last] - at)))
-                good = np.flatnonzero(b.length == dim)
-                pos = order[first:last][good]
-                va, vb = a[pos].astype(np.float64), b.matrix(good, dim)
-                na, nb = np.sqrt((va * va).sum(1)), np.sqrt((vb * vb).sum(1))
-                use = a_ok[pos] & (na > 0) & (nb > 0)
-                total += float(((va[use] * vb[use]).sum(1) / (na[use] * nb[use])).sum())
-                counted += int(use.sum())
-            at += batch.num_rows
+        for first, good, vb in _rows_in_batches(before, ib[lo: lo + span][order], dim):
+            pos = order[first + good]
+            va = a[pos].astype(np.float64)
+            na, nb = np.sqrt((va * va).sum(1)), np.sqrt((vb * vb).sum(1))
+            use = a_ok[pos] & (na > 0) & (nb > 0)
+            total += float(((va[use] * vb[use]).sum(1) / (na[use] * nb[use])).sum())
+            counted += int(use.sum())
     return len(ia), (total / counted if counted else None)
 
 
