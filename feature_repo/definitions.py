@@ -19,10 +19,9 @@ from feast.types import Array, Float32, Int32, String
 
 from core import config as config_mod
 from core import tables
+from feature_repo import silence_spark_source_warning
 
-FEATURE_VIEW = "meta_embedding"
-FEATURE_SERVICE = "metaemb"
-SOURCE = "meta_embeddings_source"
+silence_spark_source_warning()
 
 
 def build(cfg: config_mod.Config) -> dict:
@@ -37,7 +36,7 @@ def build(cfg: config_mod.Config) -> dict:
         for key in cfg.data.task_key
     ]
     source = SparkSource(
-        name=SOURCE,
+        name=tables.FEATURE_SOURCE,
         path=cfg.table_location(tables.META_EMBEDDINGS).spark_uri,
         table_format=DeltaFormat(),
         timestamp_field=tables.EVENT_TIMESTAMP,
@@ -45,7 +44,7 @@ def build(cfg: config_mod.Config) -> dict:
         description="Delta table meta_embeddings, one row per task per run_date",
     )
     view = FeatureView(
-        name=FEATURE_VIEW,
+        name=tables.FEATURE_VIEW,
         entities=entities,
         ttl=timedelta(days=cfg.feast.ttl_days),
         schema=[
@@ -58,7 +57,7 @@ def build(cfg: config_mod.Config) -> dict:
         online=True,
         tags={"embedding_dim": str(cfg.model.embedding_dim)},
     )
-    service = FeatureService(name=FEATURE_SERVICE, features=[view])
+    service = FeatureService(name=tables.FEATURE_SERVICE, features=[view])
     return {"entities": entities, "source": source, "view": view, "service": service}
 
 

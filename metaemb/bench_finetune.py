@@ -70,7 +70,7 @@ def flops_per_task() -> tuple[float, float]:
 
 
 def make_tasks(n: int, seed: int = 0):
-    from models import TaskBatch
+    from models.data import TaskBatch
 
     rng = np.random.default_rng(seed)
     return TaskBatch(
@@ -109,7 +109,8 @@ def timed(fn, device) -> float:
 
 
 def run(args) -> int:
-    from models import Checkpoint, ModelSpec, init_params
+    from models.checkpoint import Checkpoint
+    from models.blocks import ModelSpec, init_params
     from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap
     from models.finetune import finetune_embed, resolve_device
 
@@ -202,7 +203,8 @@ def run(args) -> int:
 def run_train(spec, device, threads, repeats: int, tasks: int = 128, n_support: int = 24) -> int:
     """Alg 2a outer step (models.train: the adapted query loss and its backward), tasks/s,
     for the kernel and the autograd inner loop, second- and first-order, 1 and K inner steps."""
-    from models import blocks, init_params
+    from models import blocks
+    from models.blocks import init_params
     from models.data import prepare
     from models.finetune import adapt
     from models.train import split_masks

@@ -69,8 +69,9 @@ def run(args, cfg: Config) -> int:
 
 def _model(cfg: Config, work: Path) -> str:
     """A randomly initialized checkpoint of the config's shape and its serving artifact."""
-    from models import Checkpoint, ModelSpec, init_params, save_checkpoint
-    from pipelines.artifact import export_artifact
+    from models.checkpoint import Checkpoint, save_checkpoint
+    from models.blocks import ModelSpec, init_params
+    from pipelines.train import export_artifact
 
     spec = ModelSpec.from_config(cfg.model, 8, len(CONTEXT))
     ckpt = Checkpoint(spec=spec, params=init_params(spec, 0), context_columns=CONTEXT,
@@ -142,7 +143,7 @@ def _measure_store(cfg: Config, store: str, url: str, keys: list[str], version: 
     import requests
 
     from serving import feast_store
-    from serving.artifact import load_for_version
+    from serving.onnx_runtime import load_for_version
     from serving.score import score
 
     fs = feast_store.feature_store(cfg)

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "airflow":  # airflow_env loads the config and reports its own errors
         return cmd_module(args, None)
-    from models import CheckpointError
+    from models.checkpoint import CheckpointError
     from pipelines.contract import InputError
 
     try:

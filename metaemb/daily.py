@@ -23,14 +23,15 @@ TRAIN = "train"  # the retraining job: labeled + samples for the date, then Algo
 
 
 def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
-    from models import ModelSpec, load_checkpoint
+    from models.blocks import ModelSpec
+    from models.checkpoint import load_checkpoint
 
     spec = ModelSpec.from_config(cfg.model, len(inputs.meta_columns), len(inputs.context_columns))
     folder = cfg.location(cfg.model.checkpoint_dir)
     ckpt = load_checkpoint(folder / f"{version}.pt" if version else folder)
     embed.check_columns(ckpt, inputs.context_columns, inputs.meta_columns)
     if ckpt.spec != spec:
-        from models import CheckpointError
+        from models.checkpoint import CheckpointError
         raise CheckpointError(f"checkpoint {ckpt.version} has shape {ckpt.spec}, config asks for {spec}; "
                               "retrain with `metaemb train` or align [model] sizes")
     return ckpt

@@ -40,7 +40,10 @@ import pandas as pd
 import torch
 
 from core import config as config_mod
-from models import ModelSpec, TaskBatch, auc, train
+from models.blocks import ModelSpec
+from models.data import TaskBatch
+from models.metrics import auc
+from models.train import train
 from models import blocks
 from models.data import prepare
 from models.finetune import adapt, embed

@@ -28,11 +28,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 
+from core import tables
 from core.config import Config
 from core.storage import Location, as_location
 from pipelines import delta_tables
-
-ITEM_ID, EVENT_TS, LABEL, FEATURE_TS = "item_id", "event_timestamp", "label", "feature_timestamp"
 
 # Row-fault reasons (the quarantine table's `reason`); precedence: ROW_RULES.
 NULL_KEY = "null_task_key"
@@ -211,9 +210,9 @@ def _check_columns(cfg: Config, path: Location, required: list[tuple[str, str, s
 
 def check_interactions_schema(cfg: Config, path: Location) -> InputReport:
     report, context = _check_columns(cfg, path, [
-        (ITEM_ID, "item id", KEY_KINDS, "an integer or string id"),
-        (EVENT_TS, "event time", {"timestamp"}, "a timestamp with time zone"),
-        (LABEL, "label", NUMERIC, "0/1 (integer, boolean or float)"),
+        (tables.ITEM_ID, "item id", KEY_KINDS, "an integer or string id"),
+        (tables.EVENT_TIMESTAMP, "event time", {"timestamp"}, "a timestamp with time zone"),
+        (tables.LABEL, "label", NUMERIC, "0/1 (integer, boolean or float)"),
     ], "context", cfg.data.context_columns)
     report.used_columns["context"] = context
     return report
@@ -221,11 +220,11 @@ def check_interactions_schema(cfg: Config, path: Location) -> InputReport:
 
 def check_features_schema(cfg: Config, path: Location) -> InputReport:
     report, meta = _check_columns(cfg, path, [
-        (FEATURE_TS, "snapshot time", {"timestamp"}, "a timestamp with time zone"),
+        (tables.FEATURE_TIMESTAMP, "snapshot time", {"timestamp"}, "a timestamp with time zone"),
     ], "meta feature", cfg.data.meta_feature_columns)
     report.used_columns["meta"] = meta
     if not meta and not report.problems:
-        report.problems.append(f"{path}: no numeric feature columns besides keys and {FEATURE_TS}")
+        report.problems.append(f"{path}: no numeric feature columns besides keys and {tables.FEATURE_TIMESTAMP}")
     return report
 
 
@@ -248,7 +247,7 @@ class RowScope:
 
     @property
     def event_key(self) -> tuple[str, ...]:
-        return (*self.keys, ITEM_ID, EVENT_TS)
+        return (*self.keys, tables.ITEM_ID, tables.EVENT_TIMESTAMP)
 
 
 @dataclass(frozen=True)
@@ -270,10 +269,10 @@ class RowRule:
 # its clean twin to be dropped.
 ROW_RULES = (
     RowRule(NULL_KEY, lambda s: s.keys, lambda rows, s, clean: rows.any_null(s.keys)),
-    RowRule(BAD_TIMESTAMP, lambda s: (EVENT_TS,), lambda rows, s, clean: rows.any_null((EVENT_TS,))),
-    RowRule(BAD_LABEL, lambda s: (LABEL,), lambda rows, s, clean: ~rows.one_of(LABEL, (0.0, 1.0))),
+    RowRule(BAD_TIMESTAMP, lambda s: (tables.EVENT_TIMESTAMP,), lambda rows, s, clean: rows.any_null((tables.EVENT_TIMESTAMP,))),
+    RowRule(BAD_LABEL, lambda s: (tables.LABEL,), lambda rows, s, clean: ~rows.one_of(tables.LABEL, (0.0, 1.0))),
     RowRule(NON_FINITE, lambda s: s.context, lambda rows, s, clean: rows.any_non_finite(s.context)),
-    RowRule(FUTURE, lambda s: (EVENT_TS,), lambda rows, s, clean: rows.at_or_after(EVENT_TS, s.clock)),
+    RowRule(FUTURE, lambda s: (tables.EVENT_TIMESTAMP,), lambda rows, s, clean: rows.at_or_after(tables.EVENT_TIMESTAMP, s.clock)),
     RowRule(DUPLICATE, lambda s: s.event_key,
             lambda rows, s, clean: rows.repeated(s.event_key, s.order, among=clean)),
 )
@@ -285,7 +284,7 @@ def in_scope(rows, scope: RowScope):
     without a timestamp (no date to place it in). None: every row."""
     if scope.dates is None:
         return None
-    return rows.any_null((EVENT_TS,)) | rows.dated_in(EVENT_TS, scope.dates)
+    return rows.any_null((tables.EVENT_TIMESTAMP,)) | rows.dated_in(tables.EVENT_TIMESTAMP, scope.dates)
 
 
 def fault_reason(rows, scope: RowScope):
@@ -306,7 +305,7 @@ ORDERABLE = {"bool", "int", "float", "string", "timestamp", "timestamp_naive", "
 def order_columns(schema: pa.Schema, keys: list[str]) -> tuple[str, ...]:
     """The tie-break for duplicates: every other column that sorts the same way in Arrow and
     Spark (numbers, booleans, strings, dates, timestamps), in file order."""
-    event_key = {*keys, ITEM_ID, EVENT_TS}
+    event_key = {*keys, tables.ITEM_ID, tables.EVENT_TIMESTAMP}
     return tuple(f.name for f in schema if f.name not in event_key and _kind(f.type) in ORDERABLE)
 
 
@@ -401,7 +400,7 @@ def row_scope(cfg: Config, context: list[str], schema: pa.Schema, run_date: dt.d
 
 def row_reasons(path: Location, scope: RowScope) -> tuple[int, np.ndarray, np.ndarray]:
     """(rows in the input, row numbers checked, their fault reason or None), like a run would."""
-    columns = list(dict.fromkeys([*scope.event_key, LABEL, *scope.context, *scope.order]))
+    columns = list(dict.fromkeys([*scope.event_key, tables.LABEL, *scope.context, *scope.order]))
     table = read_table(path, columns)
     total, checked = table.num_rows, np.arange(table.num_rows)
     keep = in_scope(ArrowRows(table), scope)

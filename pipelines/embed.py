@@ -19,13 +19,13 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from core import tables
+from core import stages, tables
 from core.config import Config
 from pipelines import lake
 from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
-STAGE = "embed"
+STAGE = stages.EMBED
 
 
 class ModelMismatchError(ValueError):
@@ -45,7 +45,7 @@ def _padded(values: np.ndarray, lengths: np.ndarray, width: int, dtype) -> np.nd
 
 def task_batch(batch: pa.RecordBatch, meta_dim: int, context_dim: int, with_split: bool = False):
     """One padded models.TaskBatch from a record batch of task_samples rows."""
-    from models import TaskBatch
+    from models.data import TaskBatch
 
     lengths = batch.column("n_samples").to_numpy().astype(np.int64)
     flat = lambda name: batch.column(name).flatten().to_numpy(zero_copy_only=False)  # noqa: E731
@@ -79,7 +79,9 @@ def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads
     def embed_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import torch
 
-        from models import NonFiniteEmbeddingError, finetune_embed
+        from models.data import NonFiniteEmbeddingError
+
+        from models.finetune import finetune_embed
 
         torch.set_num_threads(threads)
         device = fine_tune.device if fine_tune.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

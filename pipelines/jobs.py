@@ -27,7 +27,7 @@ from pipelines.labeled import resolve_inputs  # noqa: E402
 from pipelines.lake import check_storage  # noqa: E402
 from pipelines.spark import get_spark  # noqa: E402
 from metaemb.airflow_dags import EXIT_NO_RETRY  # noqa: E402
-from models import CheckpointError  # noqa: E402
+from models.checkpoint import CheckpointError  # noqa: E402
 from pipelines.contract import InputError  # noqa: E402
 from pipelines.embed import ModelMismatchError  # noqa: E402
 from pipelines.labeled import EmptyDayError  # noqa: E402

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from core import stages, tables
 from core.config import Config
 from core.storage import Location
 from pipelines import contract as C
-from core import tables
 from pipelines import lake
 
 log = logging.getLogger(__name__)
-STAGE = "labeled"
+STAGE = stages.LABELED
 
 
 class EmptyDayError(ValueError):
@@ -131,9 +131,9 @@ def _as_of_join(cfg: Config, events: DataFrame, features: DataFrame | None, keys
     if features is None or dim == 0:
         return events.withColumn("meta", F.array().cast("array<float>")).withColumn("has_features", F.lit(False))
     snaps = features.select(*[F.col(k).cast("string").alias(k) for k in keys],
-                            F.col(C.FEATURE_TS).alias("_t"), F.lit(0).alias("_kind"),
-                            _float_array(meta).alias("_meta"), F.col(C.FEATURE_TS).alias("_meta_ts"))
-    evs = events.withColumn("_t", F.col(C.EVENT_TS)).withColumn("_kind", F.lit(1))
+                            F.col(tables.FEATURE_TIMESTAMP).alias("_t"), F.lit(0).alias("_kind"),
+                            _float_array(meta).alias("_meta"), F.col(tables.FEATURE_TIMESTAMP).alias("_meta_ts"))
+    evs = events.withColumn("_t", F.col(tables.EVENT_TIMESTAMP)).withColumn("_kind", F.lit(1))
     w = Window.partitionBy(*keys).orderBy("_t", "_kind").rowsBetween(Window.unboundedPreceding, 0)
     ttl = cfg.data.feature_ttl_days * 86400
     joined = (evs.unionByName(snaps, allowMissingColumns=True)
@@ -141,7 +141,7 @@ def _as_of_join(cfg: Config, events: DataFrame, features: DataFrame | None, keys
               .withColumn("_meta_ts", F.last("_meta_ts", ignorenulls=True).over(w))
               .where(F.col("_kind") == 1))
     fresh = F.col("_meta_ts").isNotNull() & (
-        F.unix_timestamp(C.EVENT_TS) - F.unix_timestamp("_meta_ts") <= ttl)
+        F.unix_timestamp(tables.EVENT_TIMESTAMP) - F.unix_timestamp("_meta_ts") <= ttl)
     zeros = F.array_repeat(F.lit(0.0).cast("float"), dim)
     return (joined.withColumn("meta", F.when(fresh, F.col("_meta")).otherwise(zeros))
             .withColumn("has_features", fresh)
@@ -157,7 +157,7 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs,
     scope = C.RowScope(tuple(keys), inputs.context_columns, inputs.order_columns, hi, tuple(sorted(dates)))
     raw = read_input(spark, inputs.interactions)
     columns = raw.columns
-    in_scope = raw.where(C.in_scope(SparkRows(), scope)).withColumn("event_date", F.to_date(C.EVENT_TS))
+    in_scope = raw.where(C.in_scope(SparkRows(), scope)).withColumn("event_date", F.to_date(tables.EVENT_TIMESTAMP))
     checked = in_scope.withColumn("_fault", C.fault_reason(SparkRows(), scope)).cache()
     quarantine = checked.where(F.col("_fault").isNotNull()).select(
         F.col("_fault").alias("reason"),
@@ -165,16 +165,16 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs,
         F.lit(str(inputs.interactions)).alias("source"))
     good = checked.where(F.col("_fault").isNull()).select(
         *[F.col(k).cast("string").alias(k) for k in keys],
-        F.col(C.ITEM_ID).cast("string").alias(C.ITEM_ID),
-        F.xxhash64(F.col(C.ITEM_ID).cast("string")).alias("item_hash"),
-        F.col(C.EVENT_TS), F.col(C.LABEL).cast("float").alias(C.LABEL),
+        F.col(tables.ITEM_ID).cast("string").alias(tables.ITEM_ID),
+        F.xxhash64(F.col(tables.ITEM_ID).cast("string")).alias("item_hash"),
+        F.col(tables.EVENT_TIMESTAMP), F.col(tables.LABEL).cast("float").alias(tables.LABEL),
         _float_array(inputs.context_columns).alias("context"), "event_date")
     features = None
     if inputs.features is not None and inputs.meta_columns:
         start = dt.datetime.combine(lo, dt.time(), dt.timezone.utc) - dt.timedelta(days=cfg.data.feature_ttl_days)
         end = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
         features = read_input(spark, inputs.features).where(
-            (F.col(C.FEATURE_TS) >= F.lit(start)) & (F.col(C.FEATURE_TS) < F.lit(end)))
+            (F.col(tables.FEATURE_TIMESTAMP) >= F.lit(start)) & (F.col(tables.FEATURE_TIMESTAMP) < F.lit(end)))
     return _as_of_join(cfg, good, features, keys, inputs.meta_columns), quarantine, checked
 
 

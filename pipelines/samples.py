@@ -23,12 +23,12 @@ import re
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from core import tables
+from core import stages, tables
 from core.config import Config
 from pipelines import lake
 from pipelines.labeled import window_dates
 
-STAGE = "samples"
+STAGE = stages.SAMPLES
 TASK_SEPARATOR = "\u001f"  # joins composite task keys before hashing
 
 
@@ -111,7 +111,7 @@ def full_regroup_reason(cfg: Config, run_date: dt.date) -> str | None:
     if _shape(previous["detail"].iloc[-1]) != _shape_of(cfg):
         return f"window/cap changed since {yesterday} (now {_shape_of(cfg)})"
     earlier = set(window_dates(cfg, run_date)[:-1])
-    rewritten = log[(log["stage"] == "labeled") & log["run_date"].isin(earlier)
+    rewritten = log[(log["stage"] == stages.LABELED) & log["run_date"].isin(earlier)
                     & (log["completed_at"] > previous["completed_at"].iloc[-1])]
     if not rewritten.empty:
         return f"labeled_interactions rewritten for {sorted(set(rewritten['run_date']))[0]} after {yesterday}'s samples"

@@ -1,4 +1,5 @@
-"""Retraining (Algorithm 2a) on one run date's task_samples: support/query split per task."""
+"""Retraining (Algorithm 2a) on one run date's task_samples (support/query split per task), and the
+serving artifact written beside each checkpoint."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from core import tables
+from core import artifact_contract, stages, tables
 from core.config import Config
+from core.storage import Location
 from pipelines import lake
-from pipelines.artifact import export_artifact
 from pipelines.embed import task_batch
 from pipelines.labeled import Inputs
 
 log = logging.getLogger(__name__)
-STAGE = "train"
+STAGE = stages.TRAIN
 
 
 def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, max_tasks: int | None = None):
@@ -35,8 +36,10 @@ def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inpu
 
 def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, progress=print,
         max_tasks: int | None = None) -> dict:
-    from models import ModelSpec, load_checkpoint, save_checkpoint, train
-    from models.artifact import mean_embedding
+    from models.blocks import ModelSpec
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from models.train import train
+    from models.onnx_export import mean_embedding
 
     with lake.Timer() as t:
         data = load_tasks(spark, cfg, run_date, inputs, max_tasks)
@@ -58,3 +61,15 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
     lake.log_stage(cfg, STAGE, {run_date: n}, t.seconds, f"model={ckpt.version}")
     return {"stage": STAGE, "tasks": n, "seconds": t.seconds, "model_version": ckpt.version,
             "checkpoint": str(path), "artifact": str(artifact), "metrics": ckpt.metrics}
+
+
+def export_artifact(ckpt, checkpoint_dir, default=None, default_rule: str = "") -> Location:
+    """<checkpoint_dir>/<version>.onnx for this checkpoint (replaced if present); its path.
+    default / default_rule: the default embedding and how it was made (None: the meta block
+    at the training mean features, models.onnx_export.MEAN_FEATURES_RULE)."""
+    from models.onnx_export import build_artifact
+
+    data = build_artifact(ckpt, artifact_contract, default, default_rule)
+    path = artifact_contract.artifact_path(checkpoint_dir, ckpt.version)
+    artifact_contract.write_artifact_bytes(path, data)
+    return path

@@ -24,12 +24,11 @@ import numpy as np
 import pyarrow as pa
 
 from core import storage, tables
-from core.artifact import ArtifactError
+from core.artifact_contract import ArtifactError
 from core.config import Config
-from serving import artifact as artifacts
+from serving import onnx_runtime
 from serving import feast_store
 
-ITEM_ID = "item_id"
 UNKNOWN_TASKS = ("default", "error")
 
 
@@ -66,7 +65,7 @@ def read_input(cfg: Config, path: str | Path) -> pa.Table:
         raise ScoreError(f"{where}: unreadable as {contract.input_format(where)} ({type(e).__name__}: {e})") from e
 
 
-def score(cfg: Config, rows, *, model_version: str | None = None, artifact: artifacts.ServingArtifact | None = None,
+def score(cfg: Config, rows, *, model_version: str | None = None, artifact: onnx_runtime.ServingArtifact | None = None,
           unknown_tasks: str = "default", store=None, source: str = "score input") -> Scores:
     """Probabilities for `rows` (a pyarrow Table, a pandas DataFrame, or a file path)."""
     if unknown_tasks not in UNKNOWN_TASKS:
@@ -75,21 +74,21 @@ def score(cfg: Config, rows, *, model_version: str | None = None, artifact: arti
         source, rows = str(rows), read_input(cfg, rows)
     table = rows if isinstance(rows, pa.Table) else _from_pandas(rows, source)
     keys = list(cfg.data.task_key)
-    _require_columns(table, keys + [ITEM_ID], source)
+    _require_columns(table, keys + [tables.ITEM_ID], source)
     key_values = _task_keys(table, keys, source)
     online = _online_rows(cfg, keys, sorted(set(key_values)), store)
     version = _model_version(cfg, online, model_version, artifact)
-    artifact = artifact or artifacts.load_for_version(cfg, version)
+    artifact = artifact or onnx_runtime.load_for_version(cfg, version)
     _check_versions(online, version, artifact.source, pinned=model_version is not None)
     _require_columns(table, artifact.context_columns, source, what=f"context column of model {version}")
     embeddings, from_online = _embeddings(artifact, online, key_values, unknown_tasks, keys)
     context = _context(table, artifact.context_columns, source)
     try:
-        buckets = artifact.item_buckets_of(table.column(ITEM_ID).to_pylist())
+        buckets = artifact.item_buckets_of(table.column(tables.ITEM_ID).to_pylist())
     except ValueError as e:  # an item_id of a type the pipeline never hashed
-        raise ScoreError(f"{source}: column '{ITEM_ID}': {e}") from e
+        raise ScoreError(f"{source}: column '{tables.ITEM_ID}': {e}") from e
     probability = artifact.run(context, buckets, embeddings)
-    frame = table.select(keys + [ITEM_ID]).to_pandas()
+    frame = table.select(keys + [tables.ITEM_ID]).to_pandas()
     frame["probability"] = probability
     frame["embedding"] = np.where(from_online, "online", "default")
     tasks_online = len({k for k, ok in zip(key_values, from_online) if ok})

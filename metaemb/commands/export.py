@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, cfg) -> int:
-    from models import load_checkpoint
-    from pipelines.artifact import export_artifact
+    from models.checkpoint import load_checkpoint
+    from pipelines.train import export_artifact
 
     folder = cfg.location(cfg.model.checkpoint_dir)
     ckpt = load_checkpoint(folder / f"{args.model_version}.pt" if args.model_version else folder)
@@ -61,9 +61,9 @@ def max_difference(ckpt, path) -> float:
     import numpy as np
     import torch
 
-    from core.artifact import item_hash
-    from models.artifact import global_logits
-    from serving.artifact import load_artifact
+    from core.artifact_contract import item_hash
+    from models.onnx_export import global_logits
+    from serving.onnx_runtime import load_artifact
 
     artifact = load_artifact(path, expect_version=ckpt.version)
     rng = np.random.default_rng(0)

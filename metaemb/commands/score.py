@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, cfg) -> int:
-    from serving.artifact import load_artifact
+    from serving.onnx_runtime import load_artifact
     from serving.score import score
 
     held = load_artifact(args.artifact) if args.artifact else None

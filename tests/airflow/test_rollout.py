@@ -20,7 +20,7 @@ from metaemb.status import status
 from pipelines import labeled
 from pipelines import train as train_job
 from serving import feast_store
-from serving.artifact import load_for_version
+from serving.onnx_runtime import load_for_version
 from serving.publish import publish, publish_log
 from serving.score import ScoreError, score
 

@@ -20,7 +20,7 @@ from core import tables
 from metaemb import cli
 from metaemb.loopback_s3 import s3_section
 from metaemb.daily import run_daily
-from models import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 from pipelines import delta_tables, labeled, lake
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 from serving import feast_store

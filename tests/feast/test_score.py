@@ -13,16 +13,17 @@ import pyarrow as pa
 import pytest
 import torch
 
-from core import artifact as contract
+from core import artifact_contract as contract
 from core import tables
-from core.artifact import ArtifactError
+from core.artifact_contract import ArtifactError
 from metaemb import cli
-from models import Checkpoint, init_params, save_checkpoint
-from models.artifact import global_logits
+from models.checkpoint import Checkpoint, save_checkpoint
+from models.blocks import init_params
+from models.onnx_export import global_logits
 from models.blocks import ModelSpec
-from pipelines.artifact import export_artifact
+from pipelines.train import export_artifact
 from serving import feast_store
-from serving.artifact import load_artifact, load_for_version
+from serving.onnx_runtime import load_artifact, load_for_version
 from serving.score import OnlineStoreError, ScoreError, score
 
 from feastutil import event_ts, free_port, make_config, random_embeddings, toml_file

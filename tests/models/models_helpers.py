@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import ModelSpec, TaskBatch
+from models.blocks import ModelSpec
+
+from models.data import TaskBatch
 
 SMALL = dict(meta_hidden=16, embedding_dim=8, global_hidden=(32, 16), item_buckets=50, item_dim=4, id_buckets=1000)
 

@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import Checkpoint, CheckpointError, init_params, load_checkpoint, save_checkpoint
+from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+
+from models.blocks import init_params
 from models_helpers import small_spec
 
 

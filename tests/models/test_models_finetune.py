@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 
 from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap
-from models import Checkpoint, NonFiniteEmbeddingError, TaskBatch, finetune_embed, init_params
+from models.checkpoint import Checkpoint
+from models.data import NonFiniteEmbeddingError, TaskBatch
+from models.finetune import finetune_embed
+from models.blocks import init_params
 
 from models_helpers import random_batch, small_spec
 
@@ -112,7 +115,8 @@ def test_nonfinite_output_is_detected_and_names_tasks():
 
 def test_finetune_improves_auc_on_planted_preferences():
     from core.config import TrainConfig
-    from models import auc, train
+    from models.metrics import auc
+    from models.train import train
     from metaemb.reference_finetune import score
 
     from models_helpers import planted

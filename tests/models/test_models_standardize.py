@@ -6,7 +6,12 @@ import torch
 
 from core.config import TrainConfig
 from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap, score
-from models import Checkpoint, TaskBatch, auc, finetune_embed, init_params, load_checkpoint, save_checkpoint, train
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from models.data import TaskBatch
+from models.metrics import auc
+from models.finetune import finetune_embed
+from models.blocks import init_params
+from models.train import train
 from models_helpers import planted, random_batch, small_spec
 
 SPEC = small_spec(meta_in=4, item_buckets=0)

@@ -1,7 +1,9 @@
 import pytest
 
 from core.config import TrainConfig
-from models import Checkpoint, init_params, train
+from models.checkpoint import Checkpoint
+from models.blocks import init_params
+from models.train import train
 from models.data import prepare
 from models.train import evaluate_batch
 from models_helpers import planted, small_spec

@@ -1,16 +1,15 @@
 """Load and run a serving artifact with ONNX Runtime only (no PyTorch, no metaemb model code):
-what an online model server does with <checkpoint_dir>/<version>.onnx (core/artifact.py)."""
+what an online model server does with <checkpoint_dir>/<version>.onnx (core/artifact_contract.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from core import artifact as contract
-from core.artifact import ArtifactError
+from core import artifact_contract as contract
+from core.artifact_contract import ArtifactError
 from core.config import Config
 from core.storage import Location
 
@@ -87,7 +86,7 @@ def _metadata(data: bytes, where: str) -> dict:
     if meta.get("format") != contract.FORMAT:
         raise ArtifactError(f"{where}: artifact format {meta.get('format')!r}, this metaemb reads {contract.FORMAT!r}; "
                             "re-export it with this metaemb's `metaemb export`")
-    digest = hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+    digest = contract.graph_digest(model.graph)
     if digest != meta.get("graph_sha256"):
         raise ArtifactError(f"{where}: the graph's sha256 {digest[:12]} does not match the recorded "
                             f"{str(meta.get('graph_sha256'))[:12]} (file altered or corrupt); re-export it")

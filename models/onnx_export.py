@@ -1,7 +1,7 @@
 """The serving artifact of a checkpoint: the global block (with its input standardization) as
-ONNX, plus what a server needs to feed it. core/artifact.py describes the contract; models
-imports nothing of the project, so the caller (pipelines/artifact.py) passes the contract's
-parts that are not the model's (the format name, the metadata key, the item hashing).
+ONNX, plus what a server needs to feed it. core/artifact_contract.py is the contract (graph
+input/output names, metadata key, the shared metadata, the graph digest); models imports
+nothing of the project, so the caller (pipelines/train.py) hands that module in.
 
 ONNX rather than torch.export: an online model server loads it with ONNX Runtime alone, from
 Python, Java, C++, C# or Go, without PyTorch or metaemb's code; a .pt2 of torch.export needs
@@ -11,7 +11,6 @@ PyTorch to run. torch.onnx.export (its torch.export-based exporter) writes the g
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -52,7 +51,7 @@ def default_embedding(ckpt: Checkpoint) -> np.ndarray:
 
 def _context_stats(ckpt: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
     stats = ckpt.input_stats
-    if stats is None:  # checkpoints from before standardization: identity
+    if stats is None:  # a checkpoint without input standardization: identity
         return torch.zeros(ckpt.spec.other_in), torch.ones(ckpt.spec.other_in)
     return stats["other_mean"], stats["other_std"]
 
@@ -89,11 +88,8 @@ class GlobalBlock(torch.nn.Module):
         return torch.sigmoid(logit), logit
 
 
-INPUTS = ("context", "item_bucket", "embedding")
-OUTPUTS = ("probability", "logit")
-
-
-def metadata(ckpt: Checkpoint, graph_sha256: str, default: np.ndarray | None = None, default_rule: str = "") -> dict:
+def metadata(ckpt: Checkpoint, contract, graph_sha256: str, default: np.ndarray | None = None,
+             default_rule: str = "") -> dict:
     """The model's part of the metadata document."""
     if default is None:
         default, default_rule = default_embedding(ckpt), MEAN_FEATURES_RULE
@@ -112,8 +108,8 @@ def metadata(ckpt: Checkpoint, graph_sha256: str, default: np.ndarray | None = N
         "item_buckets": spec.item_buckets,
         "default_embedding": [float(x) for x in default],
         "default_embedding_rule": default_rule,
-        "inputs": list(INPUTS),
-        "outputs": list(OUTPUTS),
+        "inputs": list(contract.INPUTS),
+        "outputs": list(contract.OUTPUTS),
         "graph_sha256": graph_sha256,
     }
 
@@ -141,28 +137,24 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
-def build_artifact(ckpt: Checkpoint, metadata_key: str, contract_metadata: dict,
-                   default: np.ndarray | None = None, default_rule: str = "") -> bytes:
+def build_artifact(ckpt: Checkpoint, contract, default: np.ndarray | None = None, default_rule: str = "") -> bytes:
     """The artifact's bytes: the ONNX model with the metadata document (the model's part plus
-    `contract_metadata`) as JSON in metadata_props[metadata_key]. `default`: the default
-    embedding (described by `default_rule`); None: default_embedding(ckpt)."""
+    contract.SHARED_METADATA) as JSON in metadata_props[contract.METADATA_KEY]. `contract`:
+    core.artifact_contract. `default`: the default embedding (described by `default_rule`);
+    None: default_embedding(ckpt)."""
     batch = torch.export.Dim("batch")
-    names = list(INPUTS)
+    names = list(contract.INPUTS)
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             GlobalBlock(ckpt).eval(), _example_inputs(ckpt.spec), dynamo=True, external_data=False,
-            input_names=names, output_names=list(OUTPUTS),
+            input_names=names, output_names=list(contract.OUTPUTS),
             dynamic_shapes={name: {0: batch} for name in names}, verbose=False)
     model = program.model_proto
     model.producer_name = "metaemb"
     model.doc_string = f"metaemb global block, model version {ckpt.version}"
     entry = model.metadata_props.add()
-    entry.key = metadata_key
-    entry.value = json.dumps({**contract_metadata, **metadata(ckpt, graph_digest(model.graph), default, default_rule)})
+    entry.key = contract.METADATA_KEY
+    entry.value = json.dumps({**contract.SHARED_METADATA,
+                              **metadata(ckpt, contract, contract.graph_digest(model.graph), default, default_rule)})
     return model.SerializeToString()
-
-
-def graph_digest(graph) -> str:
-    """sha256 of the serialized graph: the loader recomputes it to catch altered weights."""
-    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
 

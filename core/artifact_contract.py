@@ -1,5 +1,5 @@
-"""The serving artifact's contract, shared by its writer (models.artifact) and its readers
-(serving.artifact, or any ONNX Runtime in an online model server).
+"""The serving artifact's contract, shared by its writer (models.onnx_export, which is handed
+this module) and its readers (serving.onnx_runtime, or any ONNX Runtime in an online model server).
 
 One file per model version, beside the checkpoint: <checkpoint_dir>/<model_version>.onnx.
 It is the global block as an ONNX graph whose first op standardizes the context columns
@@ -24,6 +24,8 @@ routed to object storage in one place.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from core.storage import Location, as_location
@@ -31,7 +33,7 @@ from core.storage import Location, as_location
 FORMAT = "metaemb-serving-artifact/1"
 METADATA_KEY = "metaemb"
 SUFFIX = ".onnx"
-INPUTS = ("context", "item_bucket", "embedding")  # models.artifact writes the graph with these names
+INPUTS = ("context", "item_bucket", "embedding")
 OUTPUTS = ("probability", "logit")
 SPARK_XXHASH64_SEED = 42  # Spark's xxhash64 default seed (XxHash64 in Catalyst)
 ITEM_HASH = {
@@ -41,6 +43,14 @@ ITEM_HASH = {
     "as": "signed int64 (Spark's xxhash64)",
     "bucket": "hash mod item_buckets, non-negative (floor modulo: ((h % n) + n) % n)",
 }
+# The part of the metadata document that is the contract's, not the model's.
+SHARED_METADATA = {"format": FORMAT, "item_hash": ITEM_HASH}
+
+
+def graph_digest(graph) -> str:
+    """sha256 of an ONNX graph, serialized deterministically: recorded in the metadata by the
+    writer, recomputed by the reader to catch altered weights."""
+    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
 
 
 class ArtifactError(RuntimeError):
