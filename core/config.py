@@ -215,6 +215,13 @@ class Config:
             raise ConfigError(f"table {name!r} would be written outside storage_root {self.pipeline.storage_root}")
         return self.location(self.pipeline.storage_root) / name
 
+    @property
+    def file(self) -> str | None:
+        """Absolute path of the config file this was read from (None: built-in defaults or a dict),
+        for handing the same config to another process (METAEMB_CONFIG, --config)."""
+        p = Path(self.source)
+        return str(p.resolve()) if p.is_file() else None
+
     def uses_s3(self) -> bool:
         """Does any configured location live on S3 (so Spark needs the S3A connector)?"""
         return any(storage.is_s3(v) for v in (self.pipeline.storage_root, self.model.checkpoint_dir,
@@ -332,6 +339,19 @@ def write(cfg: Config, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(cfg.to_dict()))
     return path
+
+
+def shown(path) -> str:
+    """A path or URI as messages print it: relative to the project when it lies inside it (what a
+    user sees is then the same on every machine), else as it is (s3://..., other folders)."""
+    text = str(path)
+    if "://" in text:
+        return text
+    p = Path(text)
+    try:
+        return str(p.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return text
 
 
 def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:

@@ -1,6 +1,6 @@
 """metaemb_retrain: retrain theta_meta / theta_global and register a new model version.
 
-`spark-submit pipelines/jobs.py --stage train --date {{ ds }}` (what `metaemb train --date`
+`spark-submit metaemb/jobs.py --stage train --date {{ ds }}` (what `metaemb train --date`
 runs): builds the training window ending at the logical date, trains, writes a checkpoint
 whose version the next daily runs pick up. Weekly by default ([airflow] retrain_schedule;
 "" = manual trigger only). Shares the `[airflow] pool` with metaemb_daily so a retrain
@@ -11,21 +11,21 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from metaemb import airflow_dags as wiring
-from metaemb.airflow_tasks import stage_task
+from core import stages
+from metaemb.airflow import env, tasks
 
-cfg = wiring.load_config()
+cfg = env.load_config()
 
 with DAG(
-    dag_id=wiring.RETRAIN_DAG_ID,
+    dag_id=env.RETRAIN_DAG_ID,
     description="Retrain the LiMAML model (Algorithm 2a) on the window ending at the logical date",
     schedule=cfg.airflow.retrain_schedule or None,
-    start_date=wiring.start_date(cfg),
-    end_date=wiring.end_date(cfg),
+    start_date=tasks.start_date(cfg),
+    end_date=tasks.end_date(cfg),
     catchup=False,
     max_active_runs=1,
-    default_args=wiring.default_args(cfg),
+    default_args=tasks.default_args(cfg),
     tags=["metaemb"],
     doc_md=__doc__,
 ) as dag:
-    stage_task("train", cfg)
+    tasks.stage_task(stages.TRAIN, cfg)

@@ -4,7 +4,7 @@ Declarations only. Every value that depends on the deployment (table path, task 
 columns, embedding size) comes from core.config -- `$METAEMB_CONFIG`, else
 ./metaemb.toml, else the defaults -- so `feast apply` run by hand, the CLI, the DAGs and
 the tests declare exactly the same objects. `build(cfg)` is the programmatic entry
-(serving.feast_store.apply uses it); the module-level names are what `feast apply`
+(serving.feast_repo.apply uses it); the module-level names are what `feast apply`
 discovers when it imports this file.
 """
 

@@ -1,7 +1,7 @@
 """The daily job: the same stage entry points for `metaemb run`, spark-submit and Airflow.
 
-labeled -> samples -> embed -> publish -> check, each idempotent per run date. The stages
-come from two layers (pipelines: Spark jobs; serving: publish and check), so their
+labeled -> samples -> embed -> publish -> check (core.stages), each idempotent per run date.
+The stages come from two layers (pipelines: Spark jobs; serving: publish and check), so their
 dispatch lives here, in the entry-point layer that may import both.
 """
 
@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from pyspark.sql import SparkSession
-
+from core.stages import DAILY, EMBED, LABELED, SAMPLES, SERVING_STAGES, TRAIN
 from core.config import Config
+from models.checkpoint import CheckpointError
 from pipelines import embed, labeled, samples
+from pipelines.contract import InputError
 from serving import stages as serving_stages
+from serving.check import CheckError
+from serving.gate import GateError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
-STAGES = ("labeled", "samples", "embed", "publish", "check")
-TRAIN = "train"  # the retraining job: labeled + samples for the date, then Algorithm 2a
+# Failures a retry cannot mend: the same input, checkpoint and Delta rows fail the same way. A
+# stage job exits with core.stages.EXIT_FAILED_ON_DATA on them; Airflow then fails the task
+# without retries (and a backfill goes on with the next date).
+DATA_ERRORS = (InputError, labeled.EmptyDayError, CheckpointError, embed.ModelMismatchError, GateError, CheckError)
 
 
 def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
@@ -31,29 +39,29 @@ def load_model(cfg: Config, inputs: labeled.Inputs, version: str | None = None):
     ckpt = load_checkpoint(folder / f"{version}.pt" if version else folder)
     embed.check_columns(ckpt, inputs.context_columns, inputs.meta_columns)
     if ckpt.spec != spec:
-        from models.checkpoint import CheckpointError
         raise CheckpointError(f"checkpoint {ckpt.version} has shape {ckpt.spec}, config asks for {spec}; "
                               "retrain with `metaemb train` or align [model] sizes")
     return ckpt
 
 
-def run_stage(spark: SparkSession | None, cfg: Config, stage: str, run_date: dt.date, inputs: labeled.Inputs | None,
-              *, model_version: str | None = None, allow_empty_day: bool = False) -> dict:
+def run_stage(spark: "SparkSession | None", cfg: Config, stage: str, run_date: dt.date,
+              inputs: labeled.Inputs | None, *, model_version: str | None = None,
+              allow_empty_day: bool = False) -> dict:
     """One stage for one date. publish and check need no Spark (spark and inputs may be None)."""
-    if stage in serving_stages.STAGES:
+    if stage in SERVING_STAGES:
         return serving_stages.run(cfg, stage, run_date)
-    if stage == "labeled":
+    if stage == LABELED:
         return labeled.run(spark, cfg, inputs, run_date, allow_empty_day=allow_empty_day)
-    if stage == "samples":
+    if stage == SAMPLES:
         return samples.run(spark, cfg, run_date)
-    if stage == "embed":
+    if stage == EMBED:
         return embed.run(spark, cfg, run_date, load_model(cfg, inputs, model_version))
     if stage == TRAIN:
         return train_on(spark, cfg, run_date, inputs, allow_empty_day=allow_empty_day)
-    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join((*DAILY, TRAIN))}")
 
 
-def train_on(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,
+def train_on(spark: "SparkSession", cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,
              allow_empty_day: bool = False, progress: Callable[[str], None] = print) -> dict:
     """Build the window ending run_date, then train: what `metaemb train` and the retrain DAG run."""
     from pipelines import train as train_job
@@ -66,9 +74,9 @@ def train_on(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: labele
     return result
 
 
-def run_daily(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,
-              stages: tuple[str, ...] = STAGES, model_version: str | None = None, allow_empty_day: bool = False,
-              progress: Callable[[str], None] = print) -> list[dict]:
+def run_daily(spark: "SparkSession", cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,
+              stages: tuple[str, ...] = DAILY, model_version: str | None = None,
+              allow_empty_day: bool = False, progress: Callable[[str], None] = print) -> list[dict]:
     results = []
     for stage in stages:
         progress(f"[{run_date}] {stage} ...")

@@ -7,16 +7,15 @@ import shutil
 import time
 from collections import defaultdict
 
-
-from core.config import Config
+from core.config import Config, shown
 
 
 def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3, fresh: bool = False,
          progress=print) -> int:
-    from metaemb.synthetic import SyntheticSpec, generate
+    from metaemb.datasets.synthetic import SyntheticSpec, generate
     from pipelines import labeled
     from metaemb.daily import run_daily, train_on
-    from serving.feast_store import apply, lookup
+    from serving.feast_repo import apply, lookup
     from pipelines.spark import get_spark
     from metaemb.commands.lookup import format_lookup
 
@@ -31,7 +30,7 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     data = cfg.path(cfg.data.interactions)
     t = time.perf_counter()
     if fresh or not data.exists():
-        progress(f"== generate: {users:,} users x {days} days of synthetic interactions -> {data.parent}")
+        progress(f"== generate: {users:,} users x {days} days of synthetic interactions -> {shown(data.parent)}")
         counts = generate(data.parent, spec, progress=progress)
         rows["generate"] = counts["interactions"]
     seconds["generate"] = time.perf_counter() - t
@@ -56,7 +55,7 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     t = time.perf_counter()
     r = train_on(spark, cfg, train_date, inputs, progress=progress)
     progress(f"   model version {r['model_version']} ({r['tasks']:,} tasks, {r['seconds']:.1f}s); "
-             f"serving artifact {r['artifact']}")
+             f"serving artifact {shown(r['artifact'])}")
     seconds["train+window"] += time.perf_counter() - t
 
     for day in run_dates:

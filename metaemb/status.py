@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import tables
+from core import stages, tables
 from core.config import Config
 from pipelines import lake
-from serving.publish import publish_log
+from serving.publish_log import publish_log
 
-STAGE_ORDER = ("labeled", "samples", "train", "embed", "publish", "check")
 PUBLISH_COLUMNS = ["run_date", "logged_at", "status", "rows", "row_ratio", "mean_norm", "mean_drift", "message",
                    "model_version", "switched_from"]
 
@@ -36,14 +35,14 @@ def collect(cfg: Config) -> list[dict]:
     days = []
     for run_date, group in stages.groupby("run_date"):
         by_stage = {r.stage: r for r in group.itertuples()}
-        if not ({"embed", "publish", "samples"} & set(by_stage)):
+        if not ({stages.EMBED, stages.PUBLISH, stages.SAMPLES} & set(by_stage)):
             continue  # a date only computed as part of another run's window
         pub = latest_pub.get(run_date)
         days.append({
             "run_date": str(run_date),
-            "stages": [s for s in STAGE_ORDER if s in by_stage],
-            "rows": {s: int(by_stage[s].rows) for s in STAGE_ORDER if s in by_stage},
-            "model": by_stage["embed"].detail.removeprefix("model=") if "embed" in by_stage else None,
+            "stages": [s for s in stages.ALL if s in by_stage],
+            "rows": {s: int(by_stage[s].rows) for s in stages.ALL if s in by_stage},
+            "model": by_stage[stages.EMBED].detail.removeprefix("model=") if stages.EMBED in by_stage else None,
             "publish": None if pub is None else {
                 "status": pub.status, "logged_at": str(pub.logged_at), "rows": int(pub.rows),
                 "row_ratio": _num(pub.row_ratio), "mean_norm": _num(pub.mean_norm), "mean_drift": _num(pub.mean_drift),

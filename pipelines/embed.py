@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from core import stages, tables
 from core.config import Config
-from pipelines import lake
+from pipelines import lake, spark_io
 from pipelines.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def check_columns(ckpt, context: tuple[str, ...], meta: tuple[str, ...]) -> None
 def run(spark: SparkSession, cfg: Config, run_date: dt.date, ckpt) -> dict:
     keys = list(cfg.data.task_key)
     with lake.Timer() as t:
-        samples = lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
+        samples = spark_io.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.pipeline.finetune_batch_tasks))
         threads = int(spark.conf.get("spark.task.cpus", "1"))
         # Never more partitions than full batches: each one costs a Python worker its torch
@@ -143,8 +143,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, ckpt) -> dict:
         torch_seconds = spark.sparkContext.accumulator(0.0)
         embedder = make_embedder(ckpt, keys, run_date, cfg, threads, torch_seconds)
         embedded = samples.repartition(buckets).mapInArrow(embedder, output_schema(keys))
-        lake.replace_partitions(embedded, cfg, tables.META_EMBEDDINGS, "run_date", [run_date])
-        rows = (lake.read_table(spark, cfg, tables.META_EMBEDDINGS)
+        spark_io.replace_partitions(embedded, cfg, tables.META_EMBEDDINGS, "run_date", [run_date])
+        rows = (spark_io.read_table(spark, cfg, tables.META_EMBEDDINGS)
                 .where(F.col("run_date") == F.lit(run_date)).count())
     lake.log_stage(cfg, STAGE, {run_date: rows}, t.seconds, f"model={ckpt.version}")
     # finetune_s: fine-tune time summed over the workers; the rest of the stage is Spark

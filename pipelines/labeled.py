@@ -9,7 +9,7 @@ events x snapshots blow-up.
 Partitioned by event_date. A run for date D (re)computes D plus any date of its window that
 no earlier run computed, so the first run fills the window and later runs add one day.
 Row-level faults go to the quarantine table with a reason instead of failing the run: the
-rules of pipelines.contract.ROW_RULES, evaluated here as Spark Columns (SparkRows), the same
+rules of pipelines.row_rules.ROW_RULES, evaluated here as Spark Columns (SparkRows), the same
 rules `metaemb validate` evaluates with Arrow.
 """
 
@@ -28,7 +28,7 @@ from core import stages, tables
 from core.config import Config
 from core.storage import Location
 from pipelines import contract as C
-from pipelines import lake
+from pipelines import lake, row_rules, spark_io
 
 log = logging.getLogger(__name__)
 STAGE = stages.LABELED
@@ -58,28 +58,11 @@ def resolve_inputs(cfg: Config, interactions: str | None = None, features: str |
 
 
 def window_dates(cfg: Config, run_date: dt.date) -> list[dt.date]:
-    return C.window_dates(run_date, cfg.pipeline.window_days)
-
-
-NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
-
-
-def read_input(spark: SparkSession, path: Location) -> DataFrame:
-    """An input as the contract reads it: nanosecond timestamps (pandas' default Parquet)
-    arrive as microsecond timestamps, sub-microsecond digits dropped."""
-    nanos = C.nanosecond_columns(C.file_schema(path)) if C.input_format(path) == "parquet" else []
-    if nanos:
-        # Spark refuses TIMESTAMP(NANOS) unless it reads them as longs (ns since the epoch).
-        spark.conf.set(NANOS_AS_LONG, "true")
-    df = lake.read_input(spark, path)
-    for c in nanos:
-        # Integer division: truncates like Arrow's cast ns -> us in the contract's reader.
-        df = df.withColumn(c, F.timestamp_micros(F.expr(f"`{c}` div 1000")))
-    return df
+    return row_rules.window_dates(run_date, cfg.pipeline.window_days)
 
 
 class SparkRows:
-    """The row operations contract.ROW_RULES are written against, as Spark Columns (never null)."""
+    """The row operations row_rules.ROW_RULES are written against, as Spark Columns (never null)."""
 
     @staticmethod
     def _any(masks) -> F.Column:
@@ -154,11 +137,11 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs,
     keys = list(cfg.data.task_key)
     lo, hi = min(dates), max(dates)
     # The run date is the latest date computed: its end is the rules' clock.
-    scope = C.RowScope(tuple(keys), inputs.context_columns, inputs.order_columns, hi, tuple(sorted(dates)))
-    raw = read_input(spark, inputs.interactions)
+    scope = row_rules.RowScope(tuple(keys), inputs.context_columns, inputs.order_columns, hi, tuple(sorted(dates)))
+    raw = spark_io.read_input(spark, inputs.interactions)
     columns = raw.columns
-    in_scope = raw.where(C.in_scope(SparkRows(), scope)).withColumn("event_date", F.to_date(tables.EVENT_TIMESTAMP))
-    checked = in_scope.withColumn("_fault", C.fault_reason(SparkRows(), scope)).cache()
+    in_scope = raw.where(row_rules.in_scope(SparkRows(), scope)).withColumn("event_date", F.to_date(tables.EVENT_TIMESTAMP))
+    checked = in_scope.withColumn("_fault", row_rules.fault_reason(SparkRows(), scope)).cache()
     quarantine = checked.where(F.col("_fault").isNotNull()).select(
         F.col("_fault").alias("reason"),
         F.to_json(F.struct(*[F.col(c) for c in columns])).alias("row"),
@@ -173,7 +156,7 @@ def build(spark: SparkSession, cfg: Config, inputs: Inputs,
     if inputs.features is not None and inputs.meta_columns:
         start = dt.datetime.combine(lo, dt.time(), dt.timezone.utc) - dt.timedelta(days=cfg.data.feature_ttl_days)
         end = dt.datetime.combine(hi + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
-        features = read_input(spark, inputs.features).where(
+        features = spark_io.read_input(spark, inputs.features).where(
             (F.col(tables.FEATURE_TIMESTAMP) >= F.lit(start)) & (F.col(tables.FEATURE_TIMESTAMP) < F.lit(end)))
     return _as_of_join(cfg, good, features, keys, inputs.meta_columns), quarantine, checked
 
@@ -192,11 +175,11 @@ def run(spark: SparkSession, cfg: Config, inputs: Inputs, run_date: dt.date, *, 
                 f"{inputs.interactions}: 0 usable interactions on run date {run_date} "
                 f"(dates with data in this window: {len(per_date)}); refusing to publish a day built on "
                 "stale data. Check the upstream export, or pass --allow-empty-day.")
-        lake.replace_partitions(labeled, cfg, tables.LABELED_INTERACTIONS, "event_date", dates)
+        spark_io.replace_partitions(labeled, cfg, tables.LABELED_INTERACTIONS, "event_date", dates)
         q = quarantine.withColumn("run_date", F.lit(run_date)).cache()
         q_counts = {r.reason: r["count"] for r in q.groupBy("reason").count().collect()}
         if q_counts or lake.table_exists(cfg, tables.QUARANTINE):
-            lake.replace_partitions(q, cfg, tables.QUARANTINE, "run_date", [run_date])
+            spark_io.replace_partitions(q, cfg, tables.QUARANTINE, "run_date", [run_date])
         no_features = sum(r.no_features or 0 for r in by_date)
         for cached in (labeled, q, checked):
             cached.unpersist()

@@ -1,4 +1,6 @@
-"""Reading inputs and reading/writing the pipeline's Delta tables."""
+"""The pipeline's Delta tables without Spark: storage checks, one day's partition read as Arrow
+(delta-rs), and the stage_log. Spark's reads and writes are in pipelines/spark_io.py; a session
+starts here only when delta-rs refuses a table (read_day's fallback)."""
 
 from __future__ import annotations
 
@@ -8,23 +10,12 @@ import time
 from collections.abc import Iterator
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
 
 from core import tables
 from core.config import Config
-from core.storage import Location, as_location
 from pipelines import delta_tables
-from pipelines.contract import input_format
 
 log = logging.getLogger(__name__)
-
-
-def read_input(spark: SparkSession, where: Location) -> DataFrame:
-    where = as_location(where)
-    fmt = input_format(where)
-    if fmt == "csv":
-        return spark.read.option("header", True).option("inferSchema", True).csv(where.spark_uri)
-    return spark.read.format(fmt).load(where.spark_uri)
 
 
 def check_storage(cfg: Config) -> None:
@@ -36,10 +27,6 @@ def check_storage(cfg: Config) -> None:
 
 def table_exists(cfg: Config, name: str) -> bool:
     return delta_tables.exists(cfg.table_location(name))
-
-
-def read_table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
-    return spark.read.format("delta").load(cfg.table_location(name).spark_uri)
 
 
 def read_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
@@ -57,6 +44,7 @@ def read_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
     from pyspark.sql import functions as F
 
     from pipelines.spark import get_spark
+    from pipelines.spark_io import read_table
 
     df = read_table(get_spark(cfg), cfg, name).where(F.col(date_column) == F.lit(run_date))
     return df.select(*columns).toArrow()
@@ -78,21 +66,6 @@ def scan_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
         yield first.select(columns)
         for batch in batches:
             yield batch.select(columns)
-
-
-def sql_date(d: dt.date) -> str:
-    return f"DATE'{d.isoformat()}'"
-
-
-def replace_partitions(df: DataFrame, cfg: Config, name: str, column: str, dates: list[dt.date]) -> None:
-    """Overwrite exactly the given date partitions in one atomic Delta commit.
-
-    A rerun of a date replaces that date and nothing else; a crash before the commit
-    leaves the table as it was (Delta's log is the switch).
-    """
-    predicate = f"{column} IN ({', '.join(sql_date(d) for d in sorted(set(dates)))})"
-    (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-       .partitionBy(column).save(cfg.table_location(name).spark_uri))
 
 
 STAGE_LOG_SCHEMA = pa.schema([("stage", pa.string()), ("run_date", pa.date32()), ("rows", pa.int64()),

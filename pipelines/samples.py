@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from core import stages, tables
 from core.config import Config
-from pipelines import lake
+from pipelines import lake, spark_io
 from pipelines.labeled import window_dates
 
 STAGE = stages.SAMPLES
@@ -42,7 +42,7 @@ SAMPLE = ("event_timestamp", "item_hash", "label", "meta", "context")
 def build(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFrame:
     """Full regroup: every labeled event of the window."""
     window = window_dates(cfg, run_date)
-    labeled = lake.read_table(spark, cfg, tables.LABELED_INTERACTIONS).where(
+    labeled = spark_io.read_table(spark, cfg, tables.LABELED_INTERACTIONS).where(
         F.col("event_date").between(F.lit(window[0]), F.lit(window[-1])))
     return _group(cfg, labeled, run_date)
 
@@ -50,11 +50,11 @@ def build(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFrame:
 def build_incremental(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFrame:
     """Yesterday's task_samples, minus samples that left the window, plus the run date's events."""
     keys = list(cfg.data.task_key)
-    yesterday = lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(
+    yesterday = spark_io.read_table(spark, cfg, tables.TASK_SAMPLES).where(
         F.col(tables.RUN_DATE) == F.lit(run_date - dt.timedelta(days=1)))
     kept = _samples_of(yesterday, keys).where(
         F.to_date("event_timestamp") >= F.lit(window_dates(cfg, run_date)[0]))
-    today = lake.read_table(spark, cfg, tables.LABELED_INTERACTIONS).where(
+    today = spark_io.read_table(spark, cfg, tables.LABELED_INTERACTIONS).where(
         F.col("event_date") == F.lit(run_date)).select(*keys, *SAMPLE)
     return _group(cfg, kept.unionByName(today), run_date)
 
@@ -132,8 +132,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
     mode = "full" if reason else "incremental"
     with lake.Timer() as t:
         rows = build(spark, cfg, run_date) if reason else build_incremental(spark, cfg, run_date)
-        lake.replace_partitions(rows, cfg, tables.TASK_SAMPLES, "run_date", [run_date])
-        stats = (lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
+        spark_io.replace_partitions(rows, cfg, tables.TASK_SAMPLES, "run_date", [run_date])
+        stats = (spark_io.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
                  .agg(F.count("*").alias("tasks"), F.sum("n_samples").alias("samples")).first())
     lake.log_stage(cfg, STAGE, {run_date: stats.tasks}, t.seconds,
                    f"samples={stats.samples} {_shape_of(cfg)} build={mode}")

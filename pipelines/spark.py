@@ -1,4 +1,7 @@
-"""The one place a SparkSession is built: Delta jars from the project folder, master from config."""
+"""The one place a SparkSession is built: Delta jars from the project folder, master from config.
+
+The settings (spark_conf, the S3A jars) need no pyspark: spark-submit's command line and Feast's
+offline-store config are built from them in processes that start no JVM."""
 
 from __future__ import annotations
 
@@ -6,11 +9,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING
 
 from core import storage
 from core.config import Config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +98,10 @@ def spark_conf(cfg: Config, s3: bool | None = None) -> dict[str, str]:
     return conf
 
 
-def get_spark(cfg: Config, app_name: str = "metaemb", s3: bool | None = None) -> SparkSession:
+def get_spark(cfg: Config, app_name: str = "metaemb", s3: bool | None = None) -> "SparkSession":
     """Return the active session or build one from config (one per process)."""
+    from pyspark.sql import SparkSession
+
     active = SparkSession.getActiveSession()
     if active is not None:
         return active

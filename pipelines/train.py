@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from core import artifact_contract, stages, tables
 from core.config import Config
 from core.storage import Location
-from pipelines import lake
+from pipelines import lake, spark_io
 from pipelines.embed import task_batch
 from pipelines.labeled import Inputs
 
@@ -22,7 +22,7 @@ STAGE = stages.TRAIN
 
 
 def load_tasks(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, max_tasks: int | None = None):
-    rows = (lake.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
+    rows = (spark_io.read_table(spark, cfg, tables.TASK_SAMPLES).where(F.col("run_date") == F.lit(run_date))
             .where(F.col("n_samples") >= 2).orderBy("task_hash"))
     if max_tasks:
         rows = rows.limit(max_tasks)

@@ -8,9 +8,11 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
-from core import tables
+from core import stages, tables
 from core.config import Config
 from pipelines import lake
+from serving import feast_repo, publish_log
+from serving.day import ROW, PublishError, day_figures, day_rows, duplicate_keys, gather_rows, matching_rows
 
 
 class CheckError(RuntimeError):
@@ -26,30 +28,27 @@ def check(cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
     backfill of an older date), the same keys still serve that newer day's embeddings unchanged.
     No Spark: the partitions are streamed through delta-rs, a batch at a time.
     """
-    from serving import feast_store
-    from serving import publish as publish_stage
-
     keys = list(cfg.data.task_key)
     by_key = [(k, "ascending") for k in keys]
-    day = feast_store.day_rows(cfg, run_date)
+    day = day_rows(cfg, run_date)
     day_keys = day.keys(keys)
     tasks = sum(b.num_rows for b in lake.scan_day(cfg, tables.TASK_SAMPLES, run_date, keys[:1], cfg.feast.batch_rows))
     problems = partition_problems(cfg, run_date, day, day_keys, tasks)
-    store = feast_store.feature_store(cfg)
+    store = feast_repo.feature_store(cfg)
     try:
-        outcome = publish_stage.latest_outcome(cfg, run_date, store)
-    except feast_store.PublishError as e:
+        outcome = publish_log.latest_outcome(cfg, run_date, store)
+    except PublishError as e:
         raise CheckError("; ".join([*problems, str(e)])) from e
     if outcome is None:
         problems.append(f"publish_log has no row for {run_date}: run the publish stage first")
         raise CheckError("; ".join(problems))
     served = outcome.served_date
     sample = day_keys.select(keys).sort_by(by_key).slice(0, sample_keys)
-    served_day = day if served == run_date else feast_store.day_rows(cfg, served)
+    served_day = day if served == run_date else day_rows(cfg, served)
     served_keys = day_keys if served == run_date else served_day.keys(keys)
-    matched = served_keys.take(publish_stage.matching_rows(served_keys, sample, keys)[0])
+    matched = served_keys.take(matching_rows(served_keys, sample, keys)[0])
     dim = cfg.model.embedding_dim
-    vectors, _ = publish_stage.gather_rows(served_day, matched[feast_store.ROW].to_numpy(), dim)
+    vectors, _ = gather_rows(served_day, matched[ROW].to_numpy(), dim)
     want = matched.select(keys).append_column(
         tables.EMBEDDING, pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim))
     want = want.sort_by(by_key).to_pandas()
@@ -57,16 +56,12 @@ def check(cfg: Config, run_date: dt.date, sample_keys: int = 20) -> dict:
         problems += online_mismatch(cfg, store, want, keys, served)
     if problems:
         raise CheckError("; ".join(problems))
-    return {"stage": "check", "rows": day_keys.num_rows, "sampled_lookups": len(want), "online": outcome.describe()}
+    return {"stage": stages.CHECK, "rows": day_keys.num_rows, "sampled_lookups": len(want), "online": outcome.describe()}
 
 
 def partition_problems(cfg: Config, run_date: dt.date, day, day_keys: pa.Table, tasks: int) -> list[str]:
     """What is wrong with the run_date partition of meta_embeddings ([] when it is complete).
-    day: its feast_store.DayRows; day_keys: day.keys(task key)."""
-    from serving.publish import day_figures
-
-    from serving.feast_store import duplicate_keys
-
+    day: its serving.day.DayRows; day_keys: day.keys(task key)."""
     keys = list(cfg.data.task_key)
     rows = day_keys.num_rows
     duplicates = duplicate_keys(day_keys, keys)
@@ -88,9 +83,7 @@ def partition_problems(cfg: Config, run_date: dt.date, day, day_keys: pa.Table, 
 
 def online_mismatch(cfg: Config, store, want, keys: list[str], served: dt.date) -> list[str]:
     """[] when the online store returns `want`'s embeddings for its keys, else the problem."""
-    from serving.feast_store import lookup
-
-    online = lookup(cfg, want[keys].to_dict("records"), store=store)
+    online = feast_repo.lookup(cfg, want[keys].to_dict("records"), store=store)
     got = [None if v is None else np.asarray(v, dtype=np.float32) for v in online[tables.EMBEDDING]]
     bad = [dict(zip(keys, k)) for k, g, w in zip(want[keys].itertuples(index=False), got, want[tables.EMBEDDING])
            if g is None or g.shape != np.shape(w) or not np.allclose(g, np.asarray(w, dtype=np.float32), atol=1e-6)]

@@ -5,7 +5,7 @@ writes), so a process killed at that moment leaves an empty or partial registry 
 later get_online_features fails. This store writes a temporary file in the same folder,
 fsyncs it and os.replace()s it over the registry: readers see the old or the new registry,
 never a torn one. Selected with `registry_store_type` in the registry config (see
-serving.feast_store and feature_repo/feature_store.yaml).
+serving.feast_repo and feature_repo/feature_store.yaml).
 """
 
 from __future__ import annotations

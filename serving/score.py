@@ -27,7 +27,7 @@ from core import storage, tables
 from core.artifact_contract import ArtifactError
 from core.config import Config
 from serving import onnx_runtime
-from serving import feast_store
+from serving import feast_repo
 
 UNKNOWN_TASKS = ("default", "error")
 
@@ -143,7 +143,7 @@ def _online_rows(cfg: Config, keys: list[str], task_keys: list[tuple], store) ->
         raise OnlineStoreError(f"{describe_store(cfg)}: the database file does not exist; run `metaemb apply` "
                                "and publish a day first, or check [feast] sqlite_path")
     try:
-        df = feast_store.lookup(cfg, [dict(zip(keys, k)) for k in task_keys], store=store)
+        df = feast_repo.lookup(cfg, [dict(zip(keys, k)) for k in task_keys], store=store)
     except Exception as e:
         raise OnlineStoreError(f"{describe_store(cfg)} could not be read: {type(e).__name__}: {e}") from e
     out = {}

@@ -1,7 +1,7 @@
 """The daily job's serving stages, publish and check: plain Python, no Spark, no JVM.
 
 Both read the Delta tables through delta-rs, talk to Feast, and append their completion
-to stage_log. `metaemb run`, pipelines/jobs.py and the DAG's Python tasks call `run`.
+to stage_log. `metaemb run`, metaemb/jobs.py and the DAG's Python tasks call `run`.
 """
 
 from __future__ import annotations
@@ -9,31 +9,28 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+from core import stages
 from core.config import Config
 from pipelines import lake
-from serving.check import CheckError, check
-from serving.publish import GateError, publish
-
-STAGES = ("publish", "check")
-# Failures a retry cannot mend: the same Delta rows give the same verdict.
-DATA_ERRORS = (GateError, CheckError)
+from serving.check import check
+from serving.publish import publish
 
 
 def run(cfg: Config, stage: str, run_date: dt.date) -> dict:
     """Run publish or check for run_date; returns the stage's figures (rows, seconds, ...)."""
     t = time.perf_counter()
     lake.check_storage(cfg)  # an unreachable lake fails here in seconds, naming the URI
-    if stage == "publish":
+    if stage == stages.PUBLISH:
         result = publish(cfg, run_date)
         out = {"stage": stage, "rows": result.rows, "method": result.method, "read_s": result.read_s}
         if result.switched_from:
             out["model_switch"] = f"{result.switched_from} -> {result.model_version}"
         detail = result.method
-    elif stage == "check":
+    elif stage == stages.CHECK:
         out = check(cfg, run_date)
         detail = out["online"]
     else:
-        raise ValueError(f"{stage!r} is not a serving stage ({', '.join(STAGES)})")
+        raise ValueError(f"{stage!r} is not a serving stage ({', '.join(stages.SERVING_STAGES)})")
     out["seconds"] = time.perf_counter() - t
     lake.log_stage(cfg, stage, {run_date: out["rows"]}, out["seconds"], detail)
     return out

@@ -37,7 +37,7 @@ def s3_endpoint():
     """A real S3 endpoint on loopback (moto's server) with bucket "lake", for the whole run.
 
     Its (test) credentials go into the environment, where every client reads them."""
-    from metaemb import loopback_s3
+    from metaemb.testing import s3_server as loopback_s3
 
     os.environ.update(loopback_s3.TEST_CREDENTIALS)
     with loopback_s3.serve(["lake"]) as endpoint:
@@ -48,7 +48,7 @@ def s3_endpoint():
 def spark(s3_endpoint):
     """The one SparkSession of the test run (starting one costs ~10 s); it reaches the loopback
     S3 endpoint too (s3a://), so lake tests on S3 share it."""
-    from metaemb.loopback_s3 import s3_section
+    from metaemb.testing.s3_server import s3_section
     from pipelines.spark import get_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)

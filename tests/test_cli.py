@@ -35,7 +35,7 @@ def _run_metaemb(*args: str, timeout: float = 120) -> subprocess.CompletedProces
 def _all_help() -> dict[str, str]:
     parser = cli.build_parser()
     texts = {"metaemb": parser.format_help()}
-    for path, p in cli._subparsers(parser):
+    for path, p in cli.subparsers(parser):
         texts["metaemb " + " ".join(path)] = p.format_help()
     return texts
 
@@ -43,7 +43,7 @@ def _all_help() -> dict[str, str]:
 def test_help_lists_every_user_command():
     out = _run_metaemb("--help")
     assert out.returncode == 0, out.stderr
-    tree = {path for path, _ in cli._subparsers(cli.build_parser())}
+    tree = {path for path, _ in cli.subparsers(cli.build_parser())}
     assert {p[0] for p in tree} == USER_COMMANDS
     for name in USER_COMMANDS:
         assert re.search(rf"^\s+{name}\s+\S", out.stdout, re.M), f"`metaemb --help` does not describe {name}"
@@ -61,15 +61,16 @@ def test_airflow_help_is_airflow_envs():
 
 
 def test_airflow_passes_the_top_level_config_on():
+    from metaemb.commands import airflow as airflow_command
+
     args = argparse.Namespace(config="a.toml", args=["backfill", "2026-10-24", "2026-10-30"])
-    assert cli.importlib.import_module("metaemb.commands.airflow").forwarded(args) == [
-        "--config", "a.toml", "backfill", "2026-10-24", "2026-10-30"]
+    assert airflow_command.forwarded(args) == ["--config", "a.toml", "backfill", "2026-10-24", "2026-10-30"]
     own = argparse.Namespace(config="a.toml", args=["--config", "b.toml", "init"])
-    assert cli.importlib.import_module("metaemb.commands.airflow").forwarded(own) == ["--config", "b.toml", "init"]
+    assert airflow_command.forwarded(own) == ["--config", "b.toml", "init"]
 
 
 def test_airflow_env_through_the_script_with_its_config(tmp_path):
-    """scripts/airflow.sh --config X env: the script's --config reaches airflow_env."""
+    """scripts/airflow.sh --config X env: the script's --config reaches `metaemb airflow`."""
     cfg = tmp_path / "m.toml"
     cfg.write_text(f'[airflow]\nhome = "{tmp_path / "af"}"\n')
     out = subprocess.run([str(PROJECT_ROOT / "scripts" / "airflow.sh"), "--config", str(cfg), "env"],
@@ -146,13 +147,13 @@ def _airflow_sh(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_compose_airflow_command_exists(tmp_path, where, argv):
     """`--help` of the command (metaemb's or Airflow's own CLI), and its options are in that help."""
     args = argv[1:]
-    command = args[:2] if args[0] == "airflow" else args[:1]
+    command = args[:1]  # a metaemb helper (init, backfill ...) or any airflow command
     out = _airflow_sh(tmp_path, *command, "--help")
     assert out.returncode == 0, f"{where}: {' '.join(command)} --help exited {out.returncode}\n{out.stderr[-2000:]}"
     help_text = out.stdout
     assert help_text.strip(), where
-    if command == ["airflow", "dags"]:  # a group: its subcommand must be listed
-        assert re.search(rf"\b{args[2]}\b", help_text), f"{where}: airflow dags has no {args[2]}"
+    if command == ["dags"]:  # a group: its subcommand must be listed
+        assert re.search(rf"\b{args[1]}\b", help_text), f"{where}: airflow dags has no {args[1]}"
     for option in (a.split("=")[0] for a in args if a.startswith("--")):
         assert option in help_text, f"{where}: {option} is no option of {' '.join(command)}"
 
@@ -171,7 +172,7 @@ def test_compose_spark_class_exists(where, argv):
 
 
 def test_help_and_airflow_start_without_torch():
-    code = ("import sys; from metaemb import cli; cli.build_parser(sys.argv[1:]).parse_args(sys.argv[1:]); "
+    code = ("import sys; from metaemb import cli; cli.build_parser().parse_args(sys.argv[1:]); "
             "print(sorted(m for m in ('torch', 'pyspark', 'feast') if m in sys.modules))")
     for argv in (["lookup", "k"], ["airflow", "env"]):
         out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,

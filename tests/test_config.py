@@ -71,7 +71,7 @@ def test_installation_paths_resolve_from_the_project_not_the_config_folder(tmp_p
     GPU discovery script, the Feast repo and the venv's interpreter; its data paths stay its own."""
     import sys
 
-    from serving.feast_store import repo_dir
+    from serving.feast_repo import repo_dir
     from pipelines.spark import delta_jars, spark_conf
 
     etc = tmp_path / "etc" / "metaemb"

@@ -1,1 +1,2 @@
-"""Command modules: each exposes add_arguments(parser) and run(args, cfg) -> int."""
+"""Every `metaemb` command, one module each: add_arguments(parser) declares its options (light:
+argparse only), run(args, cfg) does the work and imports what it needs when it runs."""

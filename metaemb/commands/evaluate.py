@@ -22,11 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, cfg) -> int:
-    from metaemb.evaluate import run_evaluate
+    from metaemb.research.evaluate import run_evaluate
 
-    if getattr(args, "import_error", None):
-        print(f"evaluate unavailable: {args.import_error}", file=sys.stderr)
-        return 2
     inter = args.interactions or cfg.data.interactions
     if not inter:
         print("evaluate: no interactions given (--interactions PATH or [data] interactions)", file=sys.stderr)
@@ -38,7 +35,7 @@ def run(args, cfg) -> int:
         return 2
     out = cfg.path(args.out)
     if inter_path.suffix == ".inter":  # RecBole atomic file (MovieLens): convert once
-        from metaemb.movielens import to_interactions
+        from metaemb.datasets.movielens import to_interactions
 
         converted = out / "interactions.parquet"
         to_interactions(inter_path, converted)

@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, cfg) -> int:
-    from serving.feast_store import lookup
+    from serving.feast_repo import lookup
 
     keys = list(cfg.data.task_key)
     rows = [dict(zip(keys, k.split(","))) for k in args.keys]

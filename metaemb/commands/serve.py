@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, cfg) -> int:
-    from serving.feast_store import FEATURE_SERVICE, feature_store
+    from core.tables import FEATURE_SERVICE
+    from serving.feast_repo import feature_store
 
     store = feature_store(cfg)
     try:

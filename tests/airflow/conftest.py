@@ -20,7 +20,7 @@ def airflow_project(tmp_path_factory, spark):
     Training uses the test run's one Spark session (metaemb train, in-process).
     """
     from metaemb import cli
-    from metaemb.synthetic import SyntheticSpec, generate
+    from metaemb.datasets.synthetic import SyntheticSpec, generate
 
     # Not under pytest's basetemp: pytest keeps only its 3 latest basetemps, so on a box where
     # other pytest runs start meanwhile, a long Airflow test's files could vanish mid-run.

@@ -1,4 +1,5 @@
-"""The environment scripts/airflow.sh gives Airflow: from config, deployment settings win."""
+"""The environment `metaemb airflow` gives Airflow (from config, deployment settings win), and
+the local `airflow standalone` found by its pid file and stopped with its children."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 from pathlib import Path
 
 from af_helpers import PROJECT_ROOT, project_raw, write_config
-from metaemb import airflow_env
+from metaemb.airflow import env as airflow_env
+from metaemb.airflow import services
 from core import config as config_mod
 
 
@@ -58,19 +60,19 @@ def test_standalone_pid_is_recognised_by_create_time_and_stopped_with_its_childr
     code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
             "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    pidfile = airflow_env._run_dir(cfg) / "standalone.pid"
+    pidfile = services._run_dir(cfg) / "standalone.pid"
     created = psutil.Process(proc.pid).create_time()
     pidfile.write_text(f"{proc.pid} {created + 1:.2f}")  # same pid, another process
-    assert airflow_env.standalone_pid(cfg) is None
+    assert services.standalone_pid(cfg) is None
     pidfile.write_text(f"{proc.pid} {created:.2f}")
-    assert airflow_env.standalone_pid(cfg) == proc.pid
+    assert services.standalone_pid(cfg) == proc.pid
     for _ in range(50):
         children = psutil.Process(proc.pid).children()
         if children:
             break
         time.sleep(0.1)
     assert children
-    airflow_env.stop(cfg, quiet=True, timeout=2)
+    services.stop(cfg, quiet=True, timeout=2)
     proc.wait(timeout=10)
-    assert airflow_env.standalone_pid(cfg) is None and not pidfile.exists()
+    assert services.standalone_pid(cfg) is None and not pidfile.exists()
     assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE

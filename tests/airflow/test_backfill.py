@@ -22,7 +22,7 @@ import pytest
 from af_helpers import airflow_sh, config_for, service_errors, table_counts, task_logs
 from core import config as config_mod
 from core import tables
-from metaemb import airflow_env
+from metaemb.airflow import services
 from metaemb.status import collect, publish_state
 
 FRESH = [dt.date(2026, 10, 26), dt.date(2026, 10, 27), dt.date(2026, 10, 28)]
@@ -80,7 +80,7 @@ def without_day(src, dst, day: dt.date):
 
 
 def served_embeddings(cfg, keys: list[dict]):
-    from serving.feast_store import lookup
+    from serving.feast_repo import lookup
 
     return [np.asarray(v, dtype=np.float32) for v in lookup(cfg, keys)[tables.EMBEDDING]]
 
@@ -123,7 +123,7 @@ def test_backfill_fresh_then_older_dates_with_an_empty_day(airflow_project, spar
     want = {d.isoformat(): "success" for d in OLDER} | {EMPTY.isoformat(): "failed"}
     assert reported_states(second.stdout) == want, detail + "\n" + task_logs(home, "metaemb_daily", 1500)[-20000:]
     assert second.returncode == 1, detail
-    assert not airflow_env.standalone_pid(cfg), "the services were not stopped"
+    assert not services.standalone_pid(cfg), "the services were not stopped"
 
     # The empty day failed visibly, at its first task, without using its retry (the backfill
     # cleared the task, so this backfill's only try is the one after the first backfill's).

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from af_helpers import own_lake_config
 from core import tables
 from metaemb.daily import run_daily
-from pipelines import labeled, lake
+from pipelines import labeled, spark_io
 from serving.check import CheckError, check
 
 D1, D2, D3 = dt.date(2026, 10, 25), dt.date(2026, 10, 26), dt.date(2026, 10, 27)
@@ -33,9 +33,9 @@ def test_check_follows_what_publish_did(airflow_project, spark, tmp_path):
     assert again[-1]["sampled_lookups"] > 0
 
     # The online store no longer holds what D2's partition says: check of D1 says so.
-    emb = lake.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(D2))
+    emb = spark_io.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(D2))
     doubled = emb.withColumn(tables.EMBEDDING, F.transform(tables.EMBEDDING, lambda x: x * F.lit(2.0).cast("float"))).localCheckpoint()
-    lake.replace_partitions(doubled, cfg, tables.META_EMBEDDINGS, tables.RUN_DATE, [D2])
+    spark_io.replace_partitions(doubled, cfg, tables.META_EMBEDDINGS, tables.RUN_DATE, [D2])
     with pytest.raises(CheckError, match=f"online store does not serve {D2}'s embeddings"):
         check(cfg, D1)
 

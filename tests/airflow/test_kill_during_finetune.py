@@ -20,10 +20,10 @@ import numpy as np
 import pyspark
 
 from af_helpers import own_lake_config
-from metaemb.airflow_dags import spark_submit_command
+from metaemb.jobs import submit_command
 from core import tables
-from pipelines import labeled, lake
-from serving import feast_store
+from pipelines import labeled, lake, spark_io
+from serving import feast_repo
 from metaemb.daily import run_daily
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
@@ -32,14 +32,14 @@ SPARK_SUBMIT = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
 
 
 def online(cfg, keys: list[str]):
-    df = feast_store.lookup(cfg, [{"user_id": k} for k in keys])
+    df = feast_repo.lookup(cfg, [{"user_id": k} for k in keys])
     return df.sort_values("user_id").reset_index(drop=True)
 
 
 def partition(spark, cfg, day: dt.date) -> dict[str, np.ndarray]:
     from pyspark.sql import functions as F
 
-    rows = (lake.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(day))
+    rows = (spark_io.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(day))
             .select("user_id", tables.EMBEDDING).collect())
     return {r.user_id: np.asarray(r[tables.EMBEDDING], dtype=np.float32) for r in rows}
 
@@ -59,7 +59,7 @@ def test_kill9_in_finetune_keeps_previous_day_and_rerun_completes(airflow_projec
     marker = tmp_path / "paused"
     env = {**os.environ, PAUSE_AT_ENV: "embed:after-first-batch", PAUSE_MARKER_ENV: str(marker)}
     log = (tmp_path / "embed.log").open("w")
-    proc = subprocess.Popen(spark_submit_command(cfg, "embed", D2, SPARK_SUBMIT), env=env, stdout=log,
+    proc = subprocess.Popen(submit_command(cfg, "embed", D2, SPARK_SUBMIT), env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 300
@@ -77,8 +77,8 @@ def test_kill9_in_finetune_keeps_previous_day_and_rerun_completes(airflow_projec
     assert D2 not in lake.completed_dates(cfg, "embed")
     after = online(cfg, keys)
     assert after.equals(day1), "the online store changed although the run never reached publish"
-    fv = feast_store.feature_store(cfg).get_feature_view(feast_store.FEATURE_VIEW)
-    assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
+    fv = feast_repo.feature_store(cfg).get_feature_view(tables.FEATURE_VIEW)
+    assert [tuple(i) for i in fv.materialization_intervals] == [feast_repo.day_interval(D1)]
 
     # The rerun (what Airflow's retry does) completes and serves the whole of D2.
     run_daily(spark, cfg, D2, inputs, stages=("embed", "publish", "check"), **quiet)

@@ -17,7 +17,7 @@ import pytest
 
 from af_helpers import airflow_sh, config_for, table_counts, task_logs
 from core import config as config_mod
-from metaemb.airflow_env import free_port
+from metaemb.testing.loopback import free_port
 from core import tables
 
 PG_DATE = dt.date(2026, 10, 30)

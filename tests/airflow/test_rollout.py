@@ -19,9 +19,11 @@ from metaemb.daily import run_daily
 from metaemb.status import status
 from pipelines import labeled
 from pipelines import train as train_job
-from serving import feast_store
+from serving import day
+from serving import feast_repo
 from serving.onnx_runtime import load_for_version
-from serving.publish import publish, publish_log
+from serving.publish import publish
+from serving.publish_log import publish_log
 from serving.score import ScoreError, score
 
 D1, D2 = dt.date(2026, 10, 27), dt.date(2026, 10, 28)
@@ -41,7 +43,7 @@ def rollout_config(root, tmp_path) -> config_mod.Config:
 
 def online_versions(cfg, keys: list[str]) -> pd.Series:
     """model_version per task key online (None: no row)."""
-    df = feast_store.lookup(cfg, [{"user_id": k} for k in keys])
+    df = feast_repo.lookup(cfg, [{"user_id": k} for k in keys])
     return df.set_index("user_id")["model_version"].where(df["embedding"].notna().to_numpy())
 
 
@@ -64,7 +66,7 @@ def test_retrain_rollout_and_rollback(airflow_project, spark, tmp_path):
     inputs = labeled.resolve_inputs(cfg)
     old = (tmp_path / "models" / "LATEST").read_text().strip()
     assert run_daily(spark, cfg, D1, inputs, **QUIET)[3]["rows"] > 0
-    d1_keys = feast_store.read_partition(cfg, D1, columns=["user_id"])["user_id"].to_pylist()
+    d1_keys = day.read_partition(cfg, D1, columns=["user_id"])["user_id"].to_pylist()
 
     # Retrain on D1's window with another seed: a new version, its embeddings unrelated.
     reseeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
@@ -74,7 +76,7 @@ def test_retrain_rollout_and_rollback(airflow_project, spark, tmp_path):
     results = run_daily(spark, cfg, D2, inputs, **QUIET)
     assert results[2]["model_version"] == new and results[3]["model_switch"] == f"{old} -> {new}"
     assert results[-1]["online"] == f"published; online serves {D2}"
-    d2_keys = feast_store.read_partition(cfg, D2, columns=["user_id"])["user_id"].to_pylist()
+    d2_keys = day.read_partition(cfg, D2, columns=["user_id"])["user_id"].to_pylist()
     versions = online_versions(cfg, sorted(set(d1_keys) | set(d2_keys)))
     assert set(versions.dropna()) == {new} and versions.notna().sum() == len(d2_keys)
     log = publish_log(cfg).iloc[-1]

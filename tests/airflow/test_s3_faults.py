@@ -12,7 +12,7 @@ import time
 import pytest
 
 from af_helpers import PROJECT_ROOT, project_raw, write_config
-from metaemb import loopback_s3
+from metaemb.testing import s3_server as loopback_s3
 
 DATE = "2026-10-28"
 

@@ -18,12 +18,12 @@ from af_helpers import PROJECT_ROOT, own_lake_config, project_raw, write_config
 from core import config as config_mod
 from core import tables
 from metaemb import cli
-from metaemb.loopback_s3 import s3_section
+from metaemb.testing.s3_server import s3_section
 from metaemb.daily import run_daily
 from models.checkpoint import load_checkpoint, save_checkpoint
 from pipelines import delta_tables, labeled, lake
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
-from serving import feast_store
+from serving import feast_repo
 
 D1, D2 = dt.date(2026, 10, 28), dt.date(2026, 10, 29)
 QUIET = dict(progress=lambda _: None)
@@ -78,7 +78,7 @@ def test_daily_flow_on_s3_equals_local_disk_and_reruns_replace_the_partition(
     assert diff <= 1e-5, f"S3 and local-disk embeddings differ by {diff}"
 
     keys = sorted(on_s3)[:25]
-    online = feast_store.lookup(cfg, [{"user_id": k} for k in keys])
+    online = feast_repo.lookup(cfg, [{"user_id": k} for k in keys])
     for key, vector in zip(online["user_id"], online[tables.EMBEDDING]):
         np.testing.assert_allclose(np.asarray(vector, dtype=np.float32), on_s3[key], atol=1e-6)
 
@@ -125,7 +125,7 @@ def test_kill9_in_embed_on_s3_keeps_the_previous_table_version(s3_project, spark
     table = cfg.table_location(tables.META_EMBEDDINGS)
     version = delta_tables.version(table)
     keys = sorted(embeddings(cfg, D1))[:25]
-    online_before = feast_store.lookup(cfg, [{"user_id": k} for k in keys])
+    online_before = feast_repo.lookup(cfg, [{"user_id": k} for k in keys])
 
     marker = tmp_path / "paused"
     env = {**os.environ, PAUSE_AT_ENV: "embed:after-first-batch", PAUSE_MARKER_ENV: str(marker)}
@@ -143,7 +143,7 @@ def test_kill9_in_embed_on_s3_keeps_the_previous_table_version(s3_project, spark
 
     assert delta_tables.version(table) == version, "the killed stage must not commit"
     assert embeddings(cfg, D2) == {} and len(embeddings(cfg, D1)) > 100
-    online_after = feast_store.lookup(cfg, [{"user_id": k} for k in keys])
+    online_after = feast_repo.lookup(cfg, [{"user_id": k} for k in keys])
     assert online_after["user_id"].tolist() == online_before["user_id"].tolist()
     for a, b in zip(online_after[tables.EMBEDDING], online_before[tables.EMBEDDING]):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server (Debian's package) on 127.0.0.1:<free port>; stopped after."""
-    from metaemb import loopback_redis
+    from metaemb.testing import redis_server as loopback_redis
 
     try:
         with loopback_redis.serve() as connection:

@@ -19,7 +19,9 @@ import pytest
 
 from core import config as config_mod
 from core import tables
-from serving import feast_store, publish as publish_mod
+from serving import day, feast_repo, publish, publish_log
+from serving.gate import GateError
+from serving.online import encode
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
 from feastutil import make_config, random_embeddings, write_meta_embeddings
@@ -34,7 +36,7 @@ def keys(n=N, prefix="u"):
 
 
 def all_rows(cfg, n=N):
-    df = feast_store.lookup(cfg, [{"user_id": k} for k in keys(n)] + [{"user_id": "missing"}])
+    df = feast_repo.lookup(cfg, [{"user_id": k} for k in keys(n)] + [{"user_id": "missing"}])
     return df.sort_values("user_id").reset_index(drop=True)
 
 
@@ -54,7 +56,7 @@ def sqlite_dump(cfg) -> list:
 def test_committed_feature_store_yaml_is_the_default_config_rendered():
     committed = (PROJECT_ROOT / "feature_repo" / "feature_store.yaml").read_text()
     default = config_mod.from_dict({}, source="<defaults>", base_dir=PROJECT_ROOT)
-    assert committed == feast_store.render_yaml(default), (
+    assert committed == feast_repo.render_yaml(default), (
         "feature_repo/feature_store.yaml drifted from core.config defaults: regenerate with "
         "`metaemb feast render > feature_repo/feature_store.yaml`")
     from feast.repo_config import load_repo_config
@@ -75,21 +77,21 @@ def test_feast_cli_apply_on_the_repo_as_written(spark, tmp_path):
     cfg = config_mod.load(cfg_file)
     write_meta_embeddings(spark, cfg, D1, keys(20), random_embeddings(20))  # source validation reads it
     yaml_file = tmp_path / "feature_store.yaml"
-    yaml_file.write_text(feast_store.render_yaml(cfg, relative=False))
+    yaml_file.write_text(feast_repo.render_yaml(cfg, relative=False))
     env = {**os.environ, "METAEMB_CONFIG": str(cfg_file)}
     feast_exe = str(Path(sys.executable).parent / "feast")
     proc = subprocess.run([feast_exe, "-c", str(PROJECT_ROOT / "feature_repo"), "-f", str(yaml_file), "apply"],
                           env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    store = feast_store.feature_store(cfg)
+    store = feast_repo.feature_store(cfg)
     fv = store.get_feature_view("meta_embedding")
     assert [f.name for f in fv.features] == ["embedding", "n_samples", "model_version"]
     assert fv.batch_source.path == str(cfg.table_location(tables.META_EMBEDDINGS))
     assert store.get_feature_service("metaemb").name == "metaemb"
     assert sorted(e.name for e in store.list_entities()) == ["user_id"]
     # ...and a publish + lookup through the CLI-applied registry works
-    feast_store.write_partition(cfg, D1, "fast", store=store)
-    out = feast_store.lookup(cfg, [{"user_id": "u3"}])
+    publish.write_partition(cfg, D1, "fast", store=store)
+    out = feast_repo.lookup(cfg, [{"user_id": "u3"}])
     np.testing.assert_allclose(out["embedding"][0], random_embeddings(20)[3], rtol=0, atol=0)
 
 
@@ -113,8 +115,8 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
     emb1 = random_embeddings(N, seed=1)
     write_meta_embeddings(spark, a, D1, keys(), emb1, model_version="m1")
     # write_partition = publish without gate/log (those are covered below); same store calls
-    ra = feast_store.write_partition(a, D1, "fast", store=feast_store.apply(a))
-    feast_store.write_partition(b, D1, "materialize", store=feast_store.apply(b))
+    ra = publish.write_partition(a, D1, "fast", store=feast_repo.apply(a))
+    publish.write_partition(b, D1, "materialize", store=feast_repo.apply(b))
     assert ra.rows == N
     la, lb = all_rows(a), all_rows(b)
     assert la.equals(lb), (la.head(), lb.head())
@@ -123,14 +125,14 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
     assert row["model_version"] == "m1" and int(row["n_samples"]) == 8
     assert la[la.user_id == "missing"]["embedding"].isna().all()
     # the registry knows both stores were materialized for the same interval
-    ia = feast_store.feature_store(a).get_feature_view("meta_embedding").materialization_intervals
-    ib = feast_store.feature_store(b).get_feature_view("meta_embedding").materialization_intervals
-    assert ia == ib == [feast_store.day_interval(D1)]
+    ia = feast_repo.feature_store(a).get_feature_view("meta_embedding").materialization_intervals
+    ib = feast_repo.feature_store(b).get_feature_view("meta_embedding").materialization_intervals
+    assert ia == ib == [feast_repo.day_interval(D1)]
     # day 2: a subset of keys with new values -> both paths agree again (upsert semantics)
     emb2 = random_embeddings(N, seed=2) * 0.1 + emb1  # small drift
     write_meta_embeddings(spark, a, D2, keys(150), emb2[:150], model_version="m2")
-    feast_store.write_partition(a, D2, "fast")
-    feast_store.write_partition(b, D2, "materialize")
+    publish.write_partition(a, D2, "fast")
+    publish.write_partition(b, D2, "materialize")
     la2, lb2 = all_rows(a), all_rows(b)
     assert la2.equals(lb2)
     assert (la2.model_version == "m2").sum() == 150 and (la2.model_version == "m1").sum() == N - 150
@@ -139,15 +141,15 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
 def test_republish_same_date_is_idempotent(spark, cfg):
     emb = random_embeddings(N, seed=3)
     write_meta_embeddings(spark, cfg, D1, keys(), emb)
-    publish_mod.publish(cfg, D1)
+    publish.publish(cfg, D1)
     before, dump1 = all_rows(cfg), sqlite_dump(cfg)
-    res = publish_mod.publish(cfg, D1)
+    res = publish.publish(cfg, D1)
     assert res.status == "published" and res.rows == N
     assert all_rows(cfg).equals(before)
     assert sqlite_dump(cfg) == dump1 and len(dump1) == 3 * N
-    fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
-    assert {tuple(i) for i in fv.materialization_intervals} == {feast_store.day_interval(D1)}
-    log = publish_mod.publish_log(cfg)
+    fv = feast_repo.feature_store(cfg).get_feature_view("meta_embedding")
+    assert {tuple(i) for i in fv.materialization_intervals} == {feast_repo.day_interval(D1)}
+    log = publish_log.publish_log(cfg)
     assert [(r.run_date, r.status, r.rows, r.method) for r in log.itertuples()] == [(D1, "published", N, "fast")] * 2
 
 
@@ -156,22 +158,22 @@ def test_republish_same_date_is_idempotent(spark, cfg):
 
 def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
     write_meta_embeddings(spark, cfg, D1, keys(), random_embeddings(N, seed=4))
-    publish_mod.publish(cfg, D1)
+    publish.publish(cfg, D1)
     served, dump = all_rows(cfg), sqlite_dump(cfg)
 
     bad = random_embeddings(N, seed=5)
     bad[3, 0] = np.nan
     bad[9, 5] = np.inf
     write_meta_embeddings(spark, cfg, D2, keys(), bad)
-    with pytest.raises(publish_mod.GateError) as e:
-        publish_mod.publish(cfg, D2)
+    with pytest.raises(GateError) as e:
+        publish.publish(cfg, D2)
     msg = str(e.value)
     assert "2 embeddings are null or hold NaN/inf" in msg and "nan_inf_rows=2" in msg and f"rows={N}" in msg
     assert sqlite_dump(cfg) == dump and all_rows(cfg).equals(served)
 
     write_meta_embeddings(spark, cfg, D2, keys(10), random_embeddings(10, seed=6))  # 95% drop
-    with pytest.raises(publish_mod.GateError) as e:
-        publish_mod.publish(cfg, D2)
+    with pytest.raises(GateError) as e:
+        publish.publish(cfg, D2)
     msg = str(e.value)
     assert f"row count 10 vs {N} on {D1}" in msg and "ratio 0.05 outside [0.5, 2]" in msg
     assert "prev_rows=200" in msg and "row_ratio=0.05" in msg
@@ -179,14 +181,14 @@ def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
 
     # drift: same keys, unrelated vectors -> mean cosine ~ 0 -> drift ~ 1 > 0.5
     write_meta_embeddings(spark, cfg, D2, keys(), random_embeddings(N, seed=7))
-    with pytest.raises(publish_mod.GateError, match=r"drift 1 - mean cosine = [01]\.\d+ over 200 common keys"):
-        publish_mod.publish(cfg, D2)
+    with pytest.raises(GateError, match=r"drift 1 - mean cosine = [01]\.\d+ over 200 common keys"):
+        publish.publish(cfg, D2)
     assert sqlite_dump(cfg) == dump
 
-    statuses = list(publish_mod.publish_log(cfg)["status"])
+    statuses = list(publish_log.publish_log(cfg)["status"])
     assert statuses == ["published", "blocked", "blocked", "blocked"]
-    fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
-    assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
+    fv = feast_repo.feature_store(cfg).get_feature_view("meta_embedding")
+    assert [tuple(i) for i in fv.materialization_intervals] == [feast_repo.day_interval(D1)]
 
 
 # ------------------------------------------------------------------------ kill -9
@@ -195,9 +197,12 @@ _CHILD = r"""
 import json, sys
 from datetime import date
 from core import config as config_mod
-from serving import feast_store
+from serving import day
+from serving import feast_repo
+from serving.online import encode
+from serving import publish
 cfg = config_mod.from_dict(json.loads(sys.argv[1]), source="<child>", base_dir=sys.argv[2])
-feast_store.write_partition(cfg, date.fromisoformat(sys.argv[3]), "fast")  # reads the day through delta-rs
+publish.write_partition(cfg, date.fromisoformat(sys.argv[3]), "fast")  # reads the day through delta-rs
 print("DONE")
 """
 
@@ -232,7 +237,7 @@ def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at,
     n = 1000
     emb1, emb2 = random_embeddings(n, seed=8), random_embeddings(n, seed=9)
     write_meta_embeddings(spark, cfg, D1, keys(n), emb1, model_version="day1")
-    feast_store.write_partition(cfg, D1, "fast", store=feast_store.apply(cfg))
+    publish.write_partition(cfg, D1, "fast", store=feast_repo.apply(cfg))
     day1 = all_rows(cfg, n)
     assert set(day1.model_version.dropna()) == {"day1"}
 
@@ -247,11 +252,11 @@ def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at,
     assert proc.returncode == -signal.SIGKILL
     after = all_rows(cfg, n)
     assert after.equals(day1), "a killed publish left a mix of two days"
-    fv = feast_store.feature_store(cfg).get_feature_view("meta_embedding")
-    assert [tuple(i) for i in fv.materialization_intervals] == [feast_store.day_interval(D1)]
+    fv = feast_repo.feature_store(cfg).get_feature_view("meta_embedding")
+    assert [tuple(i) for i in fv.materialization_intervals] == [feast_repo.day_interval(D1)]
 
     # a rerun completes and serves the whole of day 2
-    feast_store.write_partition(cfg, D2, "fast")
+    publish.write_partition(cfg, D2, "fast")
     day2 = all_rows(cfg, n)
     assert set(day2.model_version.dropna()) == {"day2"}
     got = np.stack(day2[day2.user_id != "missing"].sort_values(
@@ -265,11 +270,11 @@ def test_read_partition_through_delta_rs_equals_spark_rows(spark, cfg):
     emb = random_embeddings(50, seed=11)
     write_meta_embeddings(spark, cfg, D1, keys(50), emb)
     write_meta_embeddings(spark, cfg, D2, keys(30, "w"), random_embeddings(30, seed=12))
-    got = feast_store.read_partition(cfg, D1)
+    got = day.read_partition(cfg, D1)
     ref = (spark.read.format("delta").load(str(cfg.table_location(tables.META_EMBEDDINGS)))
            .where(F.col("run_date") == F.lit(D1)).drop("run_date").toArrow())
-    a = feast_store.encode_partition(cfg, got)
-    b = feast_store.encode_partition(cfg, ref)
+    a = encode.encode_batch(cfg, got)
+    b = encode.encode_batch(cfg, ref)
     order_a = np.argsort(a.entity_keys)
     order_b = np.argsort(b.entity_keys)
     assert a.rows == b.rows == 50

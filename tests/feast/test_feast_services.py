@@ -10,8 +10,9 @@ from pathlib import Path
 import psutil
 import redis
 
-from feastutil import free_port, make_config
-from serving import feast_store
+from feastutil import make_config
+from metaemb.testing.loopback import free_port
+from serving import feast_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-for-tests"
@@ -50,10 +51,10 @@ def test_redis_password_from_env_only_in_memory(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("METAEMB_REDIS_PASSWORD", SECRET)
     cfg = make_config(tmp_path, feast={"online_store": "redis", "redis_connection": "127.0.0.1:6390"})
     caplog.set_level(logging.DEBUG)
-    text = feast_store.render_yaml(cfg)
+    text = feast_repo.render_yaml(cfg)
     assert SECRET not in text and "password=${METAEMB_REDIS_PASSWORD}" in text
-    rc = feast_store.repo_config(cfg)
+    rc = feast_repo.repo_config(cfg)
     assert rc.online_store.connection_string == f"127.0.0.1:6390,password={SECRET}"
     assert SECRET not in caplog.text
     # one setting switches the store
-    assert feast_store.repo_config(make_config(tmp_path)).online_store.type == "sqlite"
+    assert feast_repo.repo_config(make_config(tmp_path)).online_store.type == "sqlite"

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import feast_store
+from serving import feast_repo
+from serving import publish
 
-from feastutil import free_port, make_config, random_embeddings, toml_file, write_meta_embeddings
+from feastutil import make_config, random_embeddings, toml_file, write_meta_embeddings
+from metaemb.testing.loopback import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 D1 = date(2026, 3, 1)
@@ -71,7 +73,7 @@ def test_http_feature_server_serves_what_lookup_reads(spark, tmp_path, online, r
     cfg = make_config(tmp_path, feast=extra)
     emb = random_embeddings(len(KEYS), seed=21)
     write_meta_embeddings(spark, cfg, D1, KEYS, emb, model_version="m1")
-    feast_store.write_partition(cfg, D1, "fast", store=feast_store.apply(cfg))
+    publish.write_partition(cfg, D1, "fast", store=feast_repo.apply(cfg))
     url = server_for(cfg)
 
     asked = ["u3", "u17", "missing"]
@@ -80,7 +82,7 @@ def test_http_feature_server_serves_what_lookup_reads(spark, tmp_path, online, r
     columns = {name: got["results"][i] for i, name in enumerate(names)}
     assert columns["user_id"]["values"] == asked
     served = columns["embedding"]["values"]
-    want = feast_store.lookup(cfg, [{"user_id": k} for k in asked])
+    want = feast_repo.lookup(cfg, [{"user_id": k} for k in asked])
     for key, http_vec, sdk_vec in zip(asked, served, want["embedding"]):
         if key == "missing":
             # no value (Feast's status for it differs by store: NOT_FOUND on SQLite, PRESENT on Redis)

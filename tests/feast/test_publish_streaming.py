@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from core import tables
-from pipelines import lake
-from serving import check as check_stage, feast_store, publish as publish_mod
+from pipelines import lake, spark_io
+from serving import check as check_stage, day, feast_repo, publish
 
 from feastutil import make_config, random_embeddings, write_meta_embeddings
 
@@ -24,7 +24,7 @@ NEW = OLD[50:] + [f"n{i}" for i in range(60)]  # 150 tasks stay, 50 leave, 60 ar
 def _write_day(spark, cfg, run_date, keys, emb):
     write_meta_embeddings(spark, cfg, run_date, keys, emb)
     samples = spark.createDataFrame([(k, run_date) for k in keys], f"user_id string, {tables.RUN_DATE} date")
-    lake.replace_partitions(samples, cfg, tables.TASK_SAMPLES, tables.RUN_DATE, [run_date])
+    spark_io.replace_partitions(samples, cfg, tables.TASK_SAMPLES, tables.RUN_DATE, [run_date])
     lake.log_stage(cfg, "embed", {run_date: len(keys)}, 1.0, "model=v1")
 
 
@@ -43,10 +43,10 @@ def test_small_batches_give_what_one_batch_gives(spark, tmp_path, online, reques
                           feast={"project": f"stream{batch_rows}_{online}", "batch_rows": batch_rows, **extra})
         _write_day(spark, cfg, D1, OLD, emb1)
         _write_day(spark, cfg, D2, NEW, emb2)
-        publish_mod.publish(cfg, D1)
-        res = publish_mod.publish(cfg, D2)
+        publish.publish(cfg, D1)
+        res = publish.publish(cfg, D2)
         checked = check_stage.check(cfg, D2)
-        online_rows = feast_store.lookup(cfg, [{"user_id": k} for k in OLD + NEW[150:]])
+        online_rows = feast_repo.lookup(cfg, [{"user_id": k} for k in OLD + NEW[150:]])
         results[batch_rows] = res, checked, online_rows.sort_values("user_id").reset_index(drop=True)
 
     (whole, whole_check, whole_rows), (small, small_check, small_rows) = results[65_536], results[7]
@@ -71,16 +71,16 @@ def test_duplicate_keys_in_different_batches_are_refused(spark, tmp_path):
     cfg = make_config(tmp_path, feast={"batch_rows": 7})
     keys = OLD[:30] + OLD[:1]  # the duplicate lands in another batch than its twin
     write_meta_embeddings(spark, cfg, D1, keys, random_embeddings(len(keys), seed=3))
-    with pytest.raises(feast_store.PublishError, match=f"duplicate task keys on {D1} \\(1\\)"):
-        feast_store.write_partition(cfg, D1, "fast", store=feast_store.apply(cfg))
+    with pytest.raises(day.PublishError, match=f"duplicate task keys on {D1} \\(1\\)"):
+        publish.write_partition(cfg, D1, "fast", store=feast_repo.apply(cfg))
 
 
 def test_keys_of_several_columns_match_and_repeat_exactly():
     import pyarrow as pa
 
     table = pa.table({"user_id": ["a:1", "a", "a", "b"], "kind": ["b", "1:b", "1:b", "x"]})
-    joined = publish_mod.key_column(table, ["user_id", "kind"]).to_pylist()
+    joined = day.key_column(table, ["user_id", "kind"]).to_pylist()
     assert joined[0] != joined[1] and joined[1] == joined[2]  # "a:1"+"b" is not "a"+"1:b"
-    assert feast_store.duplicate_keys(table, ["user_id", "kind"]) == 1
-    assert feast_store.duplicate_keys(table, ["user_id"]) == 1
-    assert feast_store.duplicate_keys(table.slice(0, 1), ["user_id"]) == 0
+    assert day.duplicate_keys(table, ["user_id", "kind"]) == 1
+    assert day.duplicate_keys(table, ["user_id"]) == 1
+    assert day.duplicate_keys(table.slice(0, 1), ["user_id"]) == 0

@@ -22,11 +22,13 @@ from models.blocks import init_params
 from models.onnx_export import global_logits
 from models.blocks import ModelSpec
 from pipelines.train import export_artifact
-from serving import feast_store
+from serving import feast_repo
+from serving import publish
 from serving.onnx_runtime import load_artifact, load_for_version
 from serving.score import OnlineStoreError, ScoreError, score
 
-from feastutil import event_ts, free_port, make_config, random_embeddings, toml_file
+from feastutil import event_ts, make_config, random_embeddings, toml_file
+from metaemb.testing.loopback import free_port
 
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
 CONTEXT = ["ctx_0", "ctx_1", "ctx_2"]
@@ -65,10 +67,10 @@ def served(tmp_path_factory):
     for ckpt in (a, c, b):
         save_checkpoint(ckpt, models)
         export_artifact(ckpt, models)
-    store = feast_store.apply(cfg)
-    feast_store.write_partition(cfg, D1, "fast", store=store, table=day_table(
+    store = feast_repo.apply(cfg)
+    publish.write_partition(cfg, D1, "fast", store=store, table=day_table(
         USERS, random_embeddings(len(USERS), 8, seed=1), D1, a.version))
-    feast_store.write_partition(cfg, D2, "fast", store=store, table=day_table(
+    publish.write_partition(cfg, D2, "fast", store=store, table=day_table(
         OTHERS, random_embeddings(len(OTHERS), 8), D2, c.version))
     return cfg, a, b, c, tmp
 
@@ -91,7 +93,7 @@ def test_score_uses_the_online_embedding_or_the_default(served):
     df = rows(USERS[:10] + ["new-1", "new-2"])
     out = score(cfg, df)
     assert out.model_version == a.version and (out.tasks_online, out.tasks_default) == (10, 2)
-    online = feast_store.lookup(cfg, [{"user_id": u} for u in df["user_id"]])
+    online = feast_repo.lookup(cfg, [{"user_id": u} for u in df["user_id"]])
     default = load_for_version(cfg, a.version).default_embedding
     embedding = np.stack([np.asarray(e, np.float32) if e is not None else default for e in online["embedding"]])
     assert (out.frame["embedding"] == np.where(df["user_id"].str.startswith("new"), "default", "online")).all()

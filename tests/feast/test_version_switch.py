@@ -11,8 +11,10 @@ import pyarrow as pa
 import pytest
 
 from core import tables
-from serving import feast_store
-from serving.publish import GateError, check_gate
+from serving import day
+from serving import feast_repo
+from serving import publish
+from serving.gate import GateError, check_gate
 
 from feastutil import event_ts, make_config, random_embeddings
 
@@ -30,7 +32,7 @@ def day_table(keys, run_date: date, versions) -> pa.Table:
 
 
 def versions_online(cfg) -> dict:
-    df = feast_store.lookup(cfg, [{"user_id": k} for k in KEYS])
+    df = feast_repo.lookup(cfg, [{"user_id": k} for k in KEYS])
     return {r.user_id: (r.model_version if r.embedding is not None else None) for r in df.itertuples()}
 
 
@@ -45,12 +47,12 @@ def test_a_switch_leaves_only_the_new_versions_rows(tmp_path, online, batch_rows
 
     cfg, neighbour = config("own", f"switch_{online}{batch_rows}"), config("other", f"x_switch_{online}{batch_rows}")
     for c in (cfg, neighbour):
-        feast_store.write_partition(c, D1, "fast", store=feast_store.apply(c), table=day_table(KEYS, D1, "v1"))
-    feast_store.write_partition(cfg, D2, "fast", table=day_table(KEYS[:20], D2, "v2"), replace_all=True)
+        publish.write_partition(c, D1, "fast", store=feast_repo.apply(c), table=day_table(KEYS, D1, "v1"))
+    publish.write_partition(cfg, D2, "fast", table=day_table(KEYS[:20], D2, "v2"), replace_all=True)
     assert versions_online(cfg) == {k: "v2" if i < 20 else None for i, k in enumerate(KEYS)}
     assert set(versions_online(neighbour).values()) == {"v1"}  # a project whose name ends like ours
-    with pytest.raises(feast_store.PublishError, match="only publish_method = 'fast' does"):
-        feast_store.write_partition(cfg, D2, "materialize", replace_all=True)
+    with pytest.raises(day.PublishError, match="only publish_method = 'fast' does"):
+        publish.write_partition(cfg, D2, "materialize", replace_all=True)
 
 
 def test_the_gate_refuses_a_partition_of_two_versions(tmp_path):

@@ -15,7 +15,7 @@ import torch
 from core import artifact_contract as contract
 from core.artifact_contract import ArtifactError
 from core.config import TrainConfig
-from metaemb.synthetic import CONTEXT_COLUMNS, FEATURE_COLUMNS, SyntheticSpec, generate
+from metaemb.datasets.synthetic import CONTEXT_COLUMNS, FEATURE_COLUMNS, SyntheticSpec, generate
 from models.checkpoint import Checkpoint
 from models.data import TaskBatch
 from models.finetune import finetune_embed

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from metaemb.movielens import to_interactions
-from metaemb.evaluate import history_features
+from metaemb.datasets.movielens import to_interactions
+from metaemb.research.evaluate import history_features
 
 INTER = "var/data/ml-100k/ml-100k.inter"
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap
+from metaemb.research.reference_finetune import finetune_embed_loop, finetune_embed_vmap
 from models.checkpoint import Checkpoint
 from models.data import NonFiniteEmbeddingError, TaskBatch
 from models.finetune import finetune_embed
@@ -117,7 +117,7 @@ def test_finetune_improves_auc_on_planted_preferences():
     from core.config import TrainConfig
     from models.metrics import auc
     from models.train import train
-    from metaemb.reference_finetune import score
+    from metaemb.research.reference_finetune import score
 
     from models_helpers import planted
 

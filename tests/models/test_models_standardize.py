@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from core.config import TrainConfig
-from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap, score
+from metaemb.research.reference_finetune import finetune_embed_loop, finetune_embed_vmap, score
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.data import TaskBatch
 from models.metrics import auc

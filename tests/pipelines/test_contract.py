@@ -11,6 +11,7 @@ import pytest
 
 from metaemb.cli import main
 from pipelines import contract as C
+from pipelines import row_rules
 from pipelines.labeled import resolve_inputs
 from tests.conftest import make_config
 
@@ -102,8 +103,8 @@ def test_row_faults_counted_with_first_rows(tmp_path):
     df.loc[0, "event_timestamp"] = pd.Timestamp("2099-01-01", tz="UTC")
     report = C.validate_inputs(make_config(tmp_path), write(tmp_path, df), None)[0]
     faults = {f.reason: (f.count, f.first_rows) for f in report.row_faults}
-    assert faults == {C.BAD_LABEL: (1, [1]), C.NON_FINITE: (1, [2]), C.NULL_KEY: (1, [3]),
-                      C.DUPLICATE: (1, [5]), C.FUTURE: (1, [0])}
+    assert faults == {row_rules.BAD_LABEL: (1, [1]), row_rules.NON_FINITE: (1, [2]), row_rules.NULL_KEY: (1, [3]),
+                      row_rules.DUPLICATE: (1, [5]), row_rules.FUTURE: (1, [0])}
     assert report.ok  # row faults are quarantined by a run, not fatal
 
 

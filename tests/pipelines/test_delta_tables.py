@@ -84,7 +84,7 @@ def test_logs_spark_wrote_before_take_delta_rs_appends(spark, tmp_path):
     switched_from) keep working: the new column joins the schema, old rows read it as null."""
     from pyspark.sql import types as T
 
-    from serving import publish
+    from serving import publish_log
 
     cfg = make_config(tmp_path)
     day = DAYS[0]
@@ -96,16 +96,16 @@ def test_logs_spark_wrote_before_take_delta_rs_appends(spark, tmp_path):
     spark_types = {pa.date32(): T.DateType(), pa.timestamp("us", tz="UTC"): T.TimestampType(), pa.string(): T.StringType(),
                    pa.int64(): T.LongType(), pa.float64(): T.DoubleType()}
     old_schema = T.StructType([T.StructField(f.name, spark_types[f.type], f.name not in required)
-                               for f in publish.LOG_SCHEMA if f.name != "switched_from"])
+                               for f in publish_log.LOG_SCHEMA if f.name != "switched_from"])
     old_row = (day, now, "published", "fast", "sqlite", 5, 0.1) + (None,) * 7 + ("abc", None)
     spark.createDataFrame([old_row], old_schema).write.format("delta").save(str(cfg.table_location(tables.PUBLISH_LOG)))
 
     lake.log_stage(cfg, "embed", {DAYS[1]: 7}, 2.0, "model=def")
-    publish.log_publish(cfg, DAYS[1], status="published", method="fast", rows=7, seconds=0.2, gate=None,
+    publish_log.log_publish(cfg, DAYS[1], status="published", method="fast", rows=7, seconds=0.2, gate=None,
                         model_version="def", switched_from="abc")
     assert lake.stage_detail(cfg, "embed", day) == "model=abc" and lake.stage_detail(cfg, "embed", DAYS[1]) == "model=def"
-    log = publish.publish_log(cfg)
+    log = publish_log.publish_log(cfg)
     assert list(log["rows"]) == [5, 7] and list(log["switched_from"]) == [None, "abc"]
-    assert publish.previous_published(cfg, DAYS[2])[:3] == (DAYS[1], 7, "def")
-    assert publish.served(cfg).model_version == "def"
+    assert publish_log.previous_published(cfg, DAYS[2])[:3] == (DAYS[1], 7, "def")
+    assert publish_log.served(cfg).model_version == "def"
     assert spark.read.format("delta").load(str(cfg.table_location(tables.PUBLISH_LOG))).count() == 2

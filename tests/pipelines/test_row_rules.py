@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from metaemb.cli import main
 from pipelines import contract as C
 from core import tables
-from pipelines import labeled, lake
+from pipelines import labeled, row_rules, spark_io
 from tests.conftest import make_config
 
 UTC = dt.timezone.utc
@@ -31,25 +31,25 @@ def at(day: int, hour: int, month: int = 10, year: int = 2026) -> pd.Timestamp:
 # row_no: (user_id, item_id, event_timestamp, label, ctx_0, note), and the reason a run gives it.
 ROWS = {
     0: ((1, 7, at(1, 6), 1, 0.5, "a"), None),
-    1: ((None, 7, at(1, 7), 1, 0.5, "a"), C.NULL_KEY),
-    2: ((2, 7, None, 1, 0.5, "a"), C.BAD_TIMESTAMP),
-    3: ((2, 7, at(1, 8), 2, 0.5, "a"), C.BAD_LABEL),
-    4: ((2, 8, at(1, 9), None, 0.5, "a"), C.BAD_LABEL),
-    5: ((2, 9, at(1, 10), 0, float("nan"), "a"), C.NON_FINITE),
-    6: ((2, 10, at(1, 11), 0, float("inf"), "a"), C.NON_FINITE),
-    7: ((None, 11, at(1, 12), 5, float("-inf"), "a"), C.NULL_KEY),  # precedence: the first rule wins
+    1: ((None, 7, at(1, 7), 1, 0.5, "a"), row_rules.NULL_KEY),
+    2: ((2, 7, None, 1, 0.5, "a"), row_rules.BAD_TIMESTAMP),
+    3: ((2, 7, at(1, 8), 2, 0.5, "a"), row_rules.BAD_LABEL),
+    4: ((2, 8, at(1, 9), None, 0.5, "a"), row_rules.BAD_LABEL),
+    5: ((2, 9, at(1, 10), 0, float("nan"), "a"), row_rules.NON_FINITE),
+    6: ((2, 10, at(1, 11), 0, float("inf"), "a"), row_rules.NON_FINITE),
+    7: ((None, 11, at(1, 12), 5, float("-inf"), "a"), row_rules.NULL_KEY),  # precedence: the first rule wins
     # duplicates (same user, item, time): the first in (label, ctx_0, note, row_no) order is kept
-    8: ((3, 7, at(2, 10), 1, 0.5, "a"), C.DUPLICATE),
+    8: ((3, 7, at(2, 10), 1, 0.5, "a"), row_rules.DUPLICATE),
     9: ((3, 7, at(2, 10), 0, 0.5, "a"), None),  # label 0 sorts first
-    10: ((4, 7, at(2, 11), 1, 0.3, "a"), C.DUPLICATE),
+    10: ((4, 7, at(2, 11), 1, 0.3, "a"), row_rules.DUPLICATE),
     11: ((4, 7, at(2, 11), 1, 0.1, "a"), None),
-    12: ((4, 7, at(2, 11), 1, 0.2, "a"), C.DUPLICATE),
-    13: ((5, 7, at(2, 12), 5, 0.5, "a"), C.BAD_LABEL),  # a faulty copy does not make its twin a duplicate
+    12: ((4, 7, at(2, 11), 1, 0.2, "a"), row_rules.DUPLICATE),
+    13: ((5, 7, at(2, 12), 5, 0.5, "a"), row_rules.BAD_LABEL),  # a faulty copy does not make its twin a duplicate
     14: ((5, 7, at(2, 12), 1, 0.5, "a"), None),
-    15: ((6, 7, at(3, 1), 1, 0.5, "b"), C.DUPLICATE),
+    15: ((6, 7, at(3, 1), 1, 0.5, "b"), row_rules.DUPLICATE),
     16: ((6, 7, at(3, 1), 1, 0.5, None), None),  # a null note sorts first
-    17: ((6, 8, at(3, 2), 0, float("nan"), "a"), C.NON_FINITE),
-    18: ((6, 8, at(3, 2), 0, float("nan"), "a"), C.NON_FINITE),
+    17: ((6, 8, at(3, 2), 0, float("nan"), "a"), row_rules.NON_FINITE),
+    18: ((6, 8, at(3, 2), 0, float("nan"), "a"), row_rules.NON_FINITE),
     19: ((7, 7, at(3, 23), 1, 0.5, "a"), None),
     # outside the run's window: not its rows (the whole-file check sees them)
     20: ((8, 7, at(1, 0, year=2099, month=1), 1, 0.5, "a"), "outside: future"),
@@ -134,29 +134,29 @@ def test_validate_and_the_run_find_the_same_rows_reasons_and_counts(spark, tmp_p
     assert validate_rows(cfg, interactions, RUN_DATE, WINDOW) == IN_WINDOW
 
     result = labeled.run(spark, cfg, labeled.resolve_inputs(cfg), RUN_DATE)
-    q = lake.read_table(spark, cfg, tables.QUARANTINE).where(F.col("run_date") == F.lit(RUN_DATE)).collect()
+    q = spark_io.read_table(spark, cfg, tables.QUARANTINE).where(F.col("run_date") == F.lit(RUN_DATE)).collect()
     quarantined = {json.loads(r.row)["row_no"]: r.reason for r in q}
     kept = sorted((r.user_id, r.event_timestamp.astimezone(UTC), r.label, round(r.context[0], 6))
-                  for r in lake.read_table(spark, cfg, tables.LABELED_INTERACTIONS).collect())
+                  for r in spark_io.read_table(spark, cfg, tables.LABELED_INTERACTIONS).collect())
 
     expected = {n: r for n, r in IN_WINDOW.items() if r is not None}
     assert quarantined == expected
     assert kept == sorted((str(v[0]), v[2].to_pydatetime(), float(v[3]), v[4])
                           for n, (v, _) in ROWS.items() if n in IN_WINDOW and IN_WINDOW[n] is None)
     assert result["quarantined"] == counts == {
-        C.NULL_KEY: 2, C.BAD_TIMESTAMP: 1, C.BAD_LABEL: 3, C.NON_FINITE: 4, C.DUPLICATE: 4}
+        row_rules.NULL_KEY: 2, row_rules.BAD_TIMESTAMP: 1, row_rules.BAD_LABEL: 3, row_rules.NON_FINITE: 4, row_rules.DUPLICATE: 4}
 
 
 def test_whole_file_check_has_the_same_rules_with_todays_end_as_the_clock(tmp_path):
     path = write_parquet_pandas_default(tmp_path)
     cfg = make_config(tmp_path, data={"context_columns": ["ctx_0"]})
     got = validate_rows(cfg, path)
-    assert got[20] == C.FUTURE  # 2099
-    assert got[21] is None and got[22] is None and got[23] == C.DUPLICATE
+    assert got[20] == row_rules.FUTURE  # 2099
+    assert got[21] is None and got[22] is None and got[23] == row_rules.DUPLICATE
     assert {n: r for n, r in got.items() if n in IN_WINDOW} == IN_WINDOW
     # Told a run date, only its window is checked: rows after the run date are a later run's.
     long_window = validate_rows(cfg, path, dt.date(2026, 10, 4), 400)
-    assert 20 not in long_window and 21 not in long_window and long_window[23] == C.DUPLICATE
+    assert 20 not in long_window and 21 not in long_window and long_window[23] == row_rules.DUPLICATE
 
 
 def test_pandas_default_parquet_runs_through_the_labeled_stage(spark, tmp_path):
@@ -173,7 +173,7 @@ def test_pandas_default_parquet_runs_through_the_labeled_stage(spark, tmp_path):
                       pipeline={"window_days": 1})
     assert C.validate_inputs(cfg, inter, feats)[0].ok
     result = labeled.run(spark, cfg, labeled.resolve_inputs(cfg), dt.date(2026, 10, 1))
-    rows = lake.read_table(spark, cfg, tables.LABELED_INTERACTIONS).orderBy("event_timestamp").collect()
+    rows = spark_io.read_table(spark, cfg, tables.LABELED_INTERACTIONS).orderBy("event_timestamp").collect()
     assert result["rows"] == 3 and result["rows_without_features"] == 0
     assert rows[0].event_timestamp.astimezone(UTC) == dt.datetime(2026, 10, 1, 6, 0, 0, 123456, tzinfo=UTC)
     assert [r.meta[0] for r in rows] == [1.0, 1.0, 2.0]
@@ -197,10 +197,10 @@ def test_spark_and_arrow_evaluators_agree_on_every_row_of_the_file(spark, tmp_pa
     path = write_parquet_pandas_default(tmp_path)
     cfg = make_config(tmp_path, data={"context_columns": ["ctx_0"]})
     scope = C.row_scope(cfg, ["ctx_0"], C.read_schema(path), dt.date(2026, 10, 4))
-    scope = C.RowScope(scope.keys, scope.context, scope.order, scope.run_date, dates=None)
+    scope = row_rules.RowScope(scope.keys, scope.context, scope.order, scope.run_date, dates=None)
     _, checked, reasons = C.row_reasons(path, scope)
     arrow = dict(zip(checked.tolist(), reasons.tolist()))
-    rows = labeled.read_input(spark, path).withColumn("_fault", C.fault_reason(labeled.SparkRows(), scope))
+    rows = spark_io.read_input(spark, path).withColumn("_fault", row_rules.fault_reason(labeled.SparkRows(), scope))
     assert {r.row_no: r._fault for r in rows.select("row_no", "_fault").collect()} == arrow
-    assert arrow[20] == arrow[21] == C.FUTURE and arrow[23] == C.DUPLICATE
+    assert arrow[20] == arrow[21] == row_rules.FUTURE and arrow[23] == row_rules.DUPLICATE
     assert {n: r for n, r in arrow.items() if n in IN_WINDOW} == IN_WINDOW

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from metaemb.synthetic import SyntheticSpec, generate
+from metaemb.datasets.synthetic import SyntheticSpec, generate
 from pipelines import labeled, samples
 from tests.conftest import make_config
 

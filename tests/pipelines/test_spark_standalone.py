@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,9 +16,10 @@ import pyspark
 import pytest
 
 from core import config as config_mod
-from metaemb.loopback_s3 import s3_section
-from metaemb.airflow_dags import spark_submit_command
-from metaemb.synthetic import SyntheticSpec, generate
+from metaemb.testing.s3_server import s3_section
+from metaemb.jobs import submit_command
+from metaemb.testing.loopback import free_port
+from metaemb.datasets.synthetic import SyntheticSpec, generate
 from core import tables
 from pipelines import labeled, lake
 from pipelines import train as train_job
@@ -29,12 +29,6 @@ from tests.conftest import PROJECT_ROOT, make_config
 pytestmark = pytest.mark.services
 SPARK_HOME = Path(pyspark.__file__).parent
 RUN_DATE = dt.date(2026, 10, 30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -129,7 +123,7 @@ def test_cluster_embeddings_equal_local(spark, s3_endpoint, tmp_path, standalone
 
     assert_same("metaemb run on the cluster")
     # The Airflow task path: the very spark-submit command line a stage task runs, to the cluster.
-    argv = spark_submit_command(config_mod.load(cluster_toml), "embed", RUN_DATE,
+    argv = submit_command(config_mod.load(cluster_toml), "embed", RUN_DATE,
                                 str(SPARK_HOME / "bin" / "spark-submit"))
     assert argv[argv.index("--master") + 1] == standalone_cluster
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)

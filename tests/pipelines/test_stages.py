@@ -9,8 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from core import tables
-from pipelines import labeled, lake, samples
-from pipelines import contract as C
+from pipelines import labeled, lake, row_rules, samples, spark_io
 from tests.conftest import make_config
 
 UTC = dt.timezone.utc
@@ -56,7 +55,7 @@ def pit_run(spark, tmp_path):
                       pipeline={"window_days": 2})
     inputs = labeled.resolve_inputs(cfg)
     result = labeled.run(spark, cfg, inputs, dt.date(2026, 10, 2))
-    rows = lake.read_table(spark, cfg, tables.LABELED_INTERACTIONS).orderBy("user_id", "event_timestamp").collect()
+    rows = spark_io.read_table(spark, cfg, tables.LABELED_INTERACTIONS).orderBy("user_id", "event_timestamp").collect()
     return cfg, inputs, result, rows
 
 
@@ -80,12 +79,12 @@ def test_rerun_of_a_date_replaces_it_without_duplicates(spark, pit_run):
     run_date = dt.date(2026, 10, 2)
     again = labeled.run(spark, cfg, inputs, run_date)
     assert again["dates_computed"] == 1  # the window's other day was done by the first run
-    after = lake.read_table(spark, cfg, tables.LABELED_INTERACTIONS)
+    after = spark_io.read_table(spark, cfg, tables.LABELED_INTERACTIONS)
     assert after.count() == len(rows)
     assert after.groupBy("user_id", "event_timestamp").count().where("count > 1").count() == 0
     first = samples.run(spark, cfg, run_date)
     second = samples.run(spark, cfg, run_date)
-    table = lake.read_table(spark, cfg, tables.TASK_SAMPLES)
+    table = spark_io.read_table(spark, cfg, tables.TASK_SAMPLES)
     assert first["rows"] == second["rows"] == table.count() == 3
 
 
@@ -97,7 +96,7 @@ def test_task_samples_are_capped_chronological_and_split(spark, tmp_path):
     run_date = dt.date(2026, 10, 3)
     labeled.run(spark, cfg, labeled.resolve_inputs(cfg), run_date)
     samples.run(spark, cfg, run_date)
-    tasks = {r.user_id: r for r in lake.read_table(spark, cfg, tables.TASK_SAMPLES).collect()}
+    tasks = {r.user_id: r for r in spark_io.read_table(spark, cfg, tables.TASK_SAMPLES).collect()}
     one = tasks["1"]
     assert one.n_samples == 8 and one.n_support == 6
     assert one.timestamps == sorted(one.timestamps)  # chronological
@@ -118,8 +117,8 @@ def test_row_faults_are_quarantined_with_reasons(spark, tmp_path):
                       pipeline={"window_days": 1})
     result = labeled.run(spark, cfg, labeled.resolve_inputs(cfg), D1)
     assert result["rows"] == 2
-    assert result["quarantined"] == {C.DUPLICATE: 1, C.BAD_LABEL: 1, C.NON_FINITE: 1, C.NULL_KEY: 1}
-    q = lake.read_table(spark, cfg, tables.QUARANTINE)
+    assert result["quarantined"] == {row_rules.DUPLICATE: 1, row_rules.BAD_LABEL: 1, row_rules.NON_FINITE: 1, row_rules.NULL_KEY: 1}
+    q = spark_io.read_table(spark, cfg, tables.QUARANTINE)
     assert q.where(F.col("run_date") == F.lit(D1)).count() == 4
 
 

@@ -4,7 +4,7 @@ import datetime as dt
 
 from metaemb.status import status
 from pipelines import lake
-from serving.publish import log_publish
+from serving.publish_log import log_publish
 
 D = dt.date(2026, 10, 30)
 

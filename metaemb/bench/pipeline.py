@@ -26,28 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from core import stages
 from core.config import Config, from_dict
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--tasks", type=int, default=100_000, help="synthetic tasks (users) (default 100000)")
-    p.add_argument("--days", type=int, default=30, help="days of history = window (default 30)")
-    p.add_argument("--events-per-task", type=float, default=30.0, help="mean interactions per task in the window")
-    p.add_argument("--out", default="", help="work folder (default var/bench/<tasks>)")
-    p.add_argument("--keep", action="store_true", help="keep the generated data between runs")
-    p.add_argument("--publish-compare", type=int, default=100_000,
-                   help="rows for the stock-vs-fast publish comparison (0 = skip)")
-    p.add_argument("--json", help="also write the figures to this JSON file")
-    p.add_argument("--steady-only", action="store_true",
-                   help="only the steady-state day, in this fresh process, on the lake that an earlier run of the "
-                        "same --tasks left under --out (local storage); the driver's peak memory is then the daily "
-                        "job's own")
-    p.add_argument("--storage", choices=("local", "s3", "both"), default="local",
-                   help="where the lakehouse lives: local disk, a loopback S3 endpoint (moto's server), or "
-                        "both one after the other (default local)")
-
-
-DAILY_STAGES = ("labeled", "samples", "embed", "publish", "check")
 
 
 class PeakRss:
@@ -110,7 +90,7 @@ def bench_config(base: Config, work: Path, tasks: int, days: int, s3_endpoint: s
     raw["spark"]["shuffle_partitions"] = max(4, min(200, tasks // 10_000))
     raw["train"]["epochs"] = 1
     if s3_endpoint:
-        from metaemb.loopback_s3 import s3_section
+        from metaemb.testing.s3_server import s3_section
 
         raw["pipeline"]["storage_root"] = f"s3://lake/bench-{tasks}/lake"
         raw["model"]["checkpoint_dir"] = f"s3://lake/bench-{tasks}/models"
@@ -119,8 +99,8 @@ def bench_config(base: Config, work: Path, tasks: int, days: int, s3_endpoint: s
 
 
 def run(args, cfg: Config) -> int:
-    from metaemb import loopback_s3
-    from metaemb.synthetic import SyntheticSpec
+    from metaemb.testing import s3_server as loopback_s3
+    from metaemb.datasets.synthetic import SyntheticSpec
 
     work = Path(args.out or cfg.path(f"var/bench/{args.tasks}"))
     if args.steady_only:
@@ -155,7 +135,7 @@ def run(args, cfg: Config) -> int:
         if len(results) == 2:
             _print_side_by_side(results)
     if args.publish_compare:
-        from metaemb.bench_publish import bench_publish
+        from metaemb.bench.publish import bench_publish
 
         figures["publish_compare"] = bench_publish(bcfg, spark, args.publish_compare)
     if args.json:
@@ -169,7 +149,7 @@ def _generate_in_child(out: Path, spec) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from metaemb.synthetic import generate
+    from metaemb.datasets.synthetic import generate
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
         return child.submit(generate, out, spec, print).result()["interactions"]
@@ -180,7 +160,7 @@ def _daily_run(bcfg: Config, spec, figures: dict, *, s3: bool):
     from metaemb.daily import run_stage
     from pipelines import labeled
     from pipelines import train as train_job
-    from serving.feast_store import apply
+    from serving.feast_repo import apply
 
     inputs = labeled.resolve_inputs(bcfg)
     apply(bcfg)
@@ -188,16 +168,16 @@ def _daily_run(bcfg: Config, spec, figures: dict, *, s3: bool):
     run_date = spec.end_date - dt.timedelta(days=1)
     with PeakRss() as rss:
         wall = time.perf_counter()
-        for stage in DAILY_STAGES[:2]:
+        for stage in stages.DAILY[:2]:
             rss.stage = stage
             figures["stages"][stage] = _timed(lambda s=stage: run_stage(spark, bcfg, s, run_date, inputs))
         rss.stage = "train (set-up, not daily)"
         figures["train_s"] = _train_small(spark, bcfg, run_date, inputs, train_job)
-        for stage in DAILY_STAGES[2:]:
+        for stage in stages.DAILY[2:]:
             rss.stage = stage
             figures["stages"][stage] = _timed(lambda s=stage: run_stage(spark, bcfg, s, run_date, inputs))
         figures["daily_run_s"] = time.perf_counter() - wall - figures["train_s"]
-    daily = DAILY_STAGES  # the peaks of the daily run; the small training run is set-up
+    daily = stages.DAILY  # the peaks of the daily run; the small training run is set-up
     figures["peak_rss_driver_mb"] = rss.peak("driver", daily) / 2**20
     figures["peak_rss_workers_mb"] = rss.peak("workers", daily) / 2**20
     figures["peak_rss_mb_by_stage"] = {st: {k: round(v / 2**20) for k, v in parts.items()}
@@ -222,7 +202,7 @@ def _steady_day(spark, bcfg: Config, run_date: dt.date, inputs) -> dict:
     steady: dict = {"run_date": str(run_date), "stages": {}}
     with PeakRss() as rss:
         wall = time.perf_counter()
-        for stage in DAILY_STAGES:
+        for stage in stages.DAILY:
             rss.stage = stage
             steady["stages"][stage] = _timed(lambda s=stage: run_stage(spark, bcfg, s, run_date, inputs))
         steady["seconds"] = time.perf_counter() - wall
@@ -234,7 +214,7 @@ def _steady_day(spark, bcfg: Config, run_date: dt.date, inputs) -> dict:
 
 def _steady_only(args, cfg: Config, work: Path) -> int:
     from core import tables
-    from metaemb.synthetic import SyntheticSpec
+    from metaemb.datasets.synthetic import SyntheticSpec
     from pipelines import labeled, lake
 
     bcfg = bench_config(cfg, work, args.tasks, args.days)
@@ -255,7 +235,7 @@ def _print_side_by_side(results: dict[str, dict]) -> None:
     local, s3 = results["local"], results["s3"]
     print(f"\nstorage side by side ({local['tasks']:,} tasks; seconds per stage)")
     print(f"  {'stage':8s} {'local':>9s} {'s3':>9s} {'s3/local':>9s}")
-    for stage in DAILY_STAGES:
+    for stage in stages.DAILY:
         a, b = local["stages"][stage]["seconds"], s3["stages"][stage]["seconds"]
         print(f"  {stage:8s} {a:9.1f} {b:9.1f} {b / max(a, 1e-9):8.2f}x")
     a, b = local["daily_run_s"], s3["daily_run_s"]

@@ -16,7 +16,6 @@ get_online_features in every store and compared.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -28,7 +27,8 @@ from datetime import date, datetime, timezone
 
 from core import tables
 from core.config import Config
-from serving import feast_store
+from serving import day, feast_repo, publish
+from serving.online import redis as redis_store
 
 log = logging.getLogger(__name__)
 BENCH_DATE = date(2026, 1, 15)
@@ -90,9 +90,10 @@ def bench_publish(cfg: Config, spark, rows: int, *, spark_engine: bool = True, s
         sub = _sub_config(cfg, root, f"{method}_{engine}_{i}", batch_engine=engine)
         if sub.feast.online_store == "redis":
             _flush_redis_project(sub)
-        store = feast_store.apply(sub)
+        store = feast_repo.apply(sub)
         try:
-            res = feast_store.write_partition(sub, BENCH_DATE, method, store=store, redis_write=redis_write)
+            res = (publish.write_partition(sub, BENCH_DATE, method, store=store) if redis_write is None
+                   else _write_with(redis_write, sub, store))
             err = None
         except Exception as e:  # a stock engine that fails here is reported, not fatal
             log.exception("%s failed", label)
@@ -103,7 +104,7 @@ def bench_publish(cfg: Config, spark, rows: int, *, spark_engine: bool = True, s
         if res and res.phases:
             entry["phases_s"] = {k: round(v, 3) for k, v in res.phases.items()}
         if res:
-            df = feast_store.lookup(sub, keys, store=feast_store.feature_store(sub))
+            df = feast_repo.lookup(sub, keys, store=feast_repo.feature_store(sub))
             lookups[label] = df.sort_values(cfg.data.task_key).reset_index(drop=True)
             entry["looked_up"] = int(df[tables.EMBEDDING].notna().sum())
         results.append(entry)
@@ -142,39 +143,47 @@ def bench_publish(cfg: Config, spark, rows: int, *, spark_engine: bool = True, s
     return report
 
 
+def _write_with(writer, cfg: Config, store) -> "publish.WriteResult":
+    """The fast path with another Redis writer in place of serving.online.redis's: the same keys
+    check, encoding and registry record around it."""
+    t0 = time.perf_counter()
+    rows = day.check_keys(cfg, day.day_rows(cfg, BENCH_DATE))
+    t1 = time.perf_counter()
+    writer(store, publish.encoded_day(cfg, day.day_rows(cfg, BENCH_DATE)))
+    t2 = time.perf_counter()
+    publish.record_served(store, BENCH_DATE)
+    t3 = time.perf_counter()
+    return publish.WriteResult(rows=rows, seconds=t3 - t0, method="fast", interval=feast_repo.day_interval(BENCH_DATE),
+                               phases={"keys": t1 - t0, "write": t2 - t1, "registry": t3 - t2})
+
+
 def redis_py_pipeline_write(store, encoded) -> None:
     """The fast path's Redis write done by redis-py: the same HSETs (of every encoded
     batch) in one pipeline(transaction=True), i.e. MULTI/EXEC, packed and sent by the library."""
     import redis
 
-    layout = feast_store.redis_layout(store)
+    layout = redis_store.redis_layout(store)
     pipe = layout.client.pipeline(transaction=True)
     for enc in encoded:
-        rows = feast_store.redis_rows(layout, enc)
+        rows = redis_store.redis_rows(layout, enc)
         for i in range(enc.rows):
             pipe.execute_command("HSET", *rows.hset_args(i))
     try:
         pipe.execute()
     except redis.RedisError as e:
-        raise feast_store.PublishError(f"redis MULTI/EXEC failed: {e}") from e
+        raise day.PublishError(f"redis MULTI/EXEC failed: {e}") from e
 
 
 def _flush_redis_project(cfg: Config) -> None:
     """Drop a previous bench run's keys of this project (bench projects only)."""
     assert cfg.feast.project.startswith("bench_")
-    store = feast_store.feature_store(cfg)
+    store = feast_repo.feature_store(cfg)
     client = store._get_provider().online_store._get_client(store.config.online_store)
     suffix = cfg.feast.project.encode()
     batch = [k for k in client.scan_iter(count=10000) if k.endswith(suffix)]
     for i in range(0, len(batch), 10000):
         client.delete(*batch[i:i + 10000])
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, default=100_000)
-    p.add_argument("--online-store", choices=["sqlite", "redis"], default=None)
-    p.add_argument("--no-spark-engine", action="store_true", help="skip Feast's spark.engine run")
-    p.add_argument("--json", default=None, help="also write the report here")
 
 
 def run(args, cfg: Config) -> int:

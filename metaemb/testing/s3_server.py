@@ -21,6 +21,8 @@ import time
 import urllib.request
 from typing import Iterator
 
+from metaemb.testing.loopback import free_port, stop
+
 # moto needs *some* credentials in every client; these are its documented test values.
 TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -28,12 +30,6 @@ TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 def s3_section(endpoint: str) -> dict:
     """The config's [s3] section for this endpoint (path-style, plain http, us-east-1)."""
     return {"endpoint_url": endpoint, "path_style": True, "region": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until_up(endpoint: str, proc: subprocess.Popen, timeout_s: float = 30) -> None:
@@ -74,15 +70,6 @@ def serve(buckets: list[str] = ("lake",), *, authenticate: bool = False) -> Iter
         yield endpoint
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after grace_s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @contextlib.contextmanager

@@ -1,11 +1,11 @@
 """`metaemb bench finetune`: batched fine-tune vs a per-task loop vs this machine's GEMM rate.
 
-Reference task (issue 3): 32 samples, k = 3 steps, meta 64->128->32, global 96->256->128->1
+Reference task: 32 samples, k = 3 steps, meta 64->128->32, global 96->256->128->1
 (other_in = 64, no item embedding). Everything is measured in one run, on the same tasks:
 
   loop      one task at a time, learn2learn-style (clone θ_meta, k autograd steps, embed)
   vmap      torch.func: grad of a one-task loss, vmapped over a chunk of tasks
-            (both from metaemb.reference_finetune)
+            (both from metaemb.research.reference_finetune)
   batched   models.finetune_embed: the hand-written kernel (models.kernel): the chunk's
             samples in shared GEMMs, a per-task [L, L] Gram matrix instead of a per-task
             first-layer weight
@@ -23,7 +23,6 @@ against one side only.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -32,17 +31,6 @@ import torch
 
 L, K, META_IN, OTHER_IN, HIDDEN, EMB, GLOBAL = 32, 3, 64, 64, 128, 32, (256, 128)
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu | cuda | auto (cuda when available)")
-    p.add_argument("--tasks", type=int, help="tasks per timed batched run (default 8192 cpu, 262144 cuda)")
-    p.add_argument("--loop-tasks", type=int, default=64, help="tasks for the per-task loop baseline")
-    p.add_argument("--chunks", help="comma-separated chunk sizes to try (default: a sweep)")
-    p.add_argument("--threads", help="comma-separated CPU thread counts to try (default: 1 and all cores)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best of each is reported")
-    p.add_argument("--no-vmap", action="store_true", help="skip the torch.func/vmap variant")
-    p.add_argument("--train", action="store_true",
-                   help="training (Alg 2a) outer-step tasks/s, kernel vs autograd inner loop, instead")
 
 
 def flops_per_task() -> tuple[float, float]:
@@ -108,10 +96,10 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t
 
 
-def run(args) -> int:
+def run(args, cfg=None) -> int:
     from models.checkpoint import Checkpoint
     from models.blocks import ModelSpec, init_params
-    from metaemb.reference_finetune import finetune_embed_loop, finetune_embed_vmap
+    from metaemb.research.reference_finetune import finetune_embed_loop, finetune_embed_vmap
     from models.finetune import finetune_embed, resolve_device
 
     device = resolve_device(args.device)
@@ -238,9 +226,3 @@ def run_train(spec, device, threads, repeats: int, tasks: int = 128, n_support: 
         print(f"  inner steps {steps}, {'first' if fo else 'second'}-order: autograd {a:8,.0f}  kernel {k:8,.0f} tasks/s "
               f"({k / a:.2f}x)")
     return 0
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    add_arguments(ap)
-    raise SystemExit(run(ap.parse_args()))

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-DEFAULT_INTER = "var/data/ml-100k/ml-100k.inter"
-
 
 def read_inter(inter_path: str | Path) -> pd.DataFrame:
     """Tab-separated, header `user_id:token item_id:token rating:float timestamp:float`."""

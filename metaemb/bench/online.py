@@ -14,7 +14,6 @@ Everything lives under var/bench/online; nothing touches the demo's state.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import os
@@ -34,17 +33,9 @@ DAY = dt.date(2026, 1, 1)
 CONTEXT = ["ctx_0", "ctx_1", "ctx_2", "ctx_3"]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keys", type=int, default=10_000, help="tasks published (default 10000)")
-    p.add_argument("--warmup", type=int, default=200, help="untimed requests per case (default 200)")
-    p.add_argument("--requests", type=int, default=2_000, help="timed requests per case (default 2000)")
-    p.add_argument("--workers", type=int, default=1, help="feature server worker processes (default 1)")
-    p.add_argument("--stores", default="sqlite,redis", help="online stores to measure (default sqlite,redis)")
-    p.add_argument("--out", default="", help="work folder (default var/bench/online)")
-
 
 def run(args, cfg: Config) -> int:
-    from metaemb import loopback_redis
+    from metaemb.testing import redis_server as loopback_redis
 
     work = Path(args.out or cfg.path("var/bench/online")).resolve()
     shutil.rmtree(work, ignore_errors=True)
@@ -94,7 +85,7 @@ def _publish(cfg: Config, keys: list[str], version: str) -> None:
     import pyarrow as pa
 
     from core import tables
-    from serving import feast_store
+    from serving import feast_repo, publish
 
     rng = np.random.default_rng(0)
     n, at = len(keys), dt.datetime(DAY.year, DAY.month, DAY.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
@@ -104,14 +95,14 @@ def _publish(cfg: Config, keys: list[str], version: str) -> None:
         tables.N_SAMPLES: pa.array(np.full(n, 20), pa.int32()), tables.MODEL_VERSION: [version] * n,
         tables.EVENT_TIMESTAMP: pa.array([at] * n, pa.timestamp("us", tz="UTC")),
         tables.CREATED_TIMESTAMP: pa.array([at] * n, pa.timestamp("us", tz="UTC"))})
-    feast_store.write_partition(cfg, DAY, "fast", store=feast_store.apply(cfg), table=day)
+    publish.write_partition(cfg, DAY, "fast", store=feast_repo.apply(cfg), table=day)
 
 
 @contextlib.contextmanager
 def _feature_server(cfg: Config, config_file: Path, workers: int):
     import requests
 
-    from metaemb.loopback_s3 import free_port
+    from metaemb.testing.loopback import free_port
 
     port = free_port()
     log = open(config_file.with_suffix(".serve.log"), "w")
@@ -142,13 +133,14 @@ def _measure_store(cfg: Config, store: str, url: str, keys: list[str], version: 
     import pandas as pd
     import requests
 
-    from serving import feast_store
+    from core import tables
+    from serving import feast_repo
     from serving.onnx_runtime import load_for_version
     from serving.score import score
 
-    fs = feast_store.feature_store(cfg)
+    fs = feast_repo.feature_store(cfg)
     artifact = load_for_version(cfg, version)
-    service = fs.get_feature_service(feast_store.FEATURE_SERVICE)
+    service = fs.get_feature_service(tables.FEATURE_SERVICE)
     key = cfg.data.task_key[0]
     rng = np.random.default_rng(1)
     session = requests.Session()  # one keep-alive connection
@@ -159,7 +151,7 @@ def _measure_store(cfg: Config, store: str, url: str, keys: list[str], version: 
 
     def http(n):
         def call():
-            body = {"feature_service": feast_store.FEATURE_SERVICE, "entities": {key: list(rng.choice(keys, n))}}
+            body = {"feature_service": tables.FEATURE_SERVICE, "entities": {key: list(rng.choice(keys, n))}}
             r = session.post(f"{url}/get-online-features", json=body, timeout=10)
             r.raise_for_status()
         return call

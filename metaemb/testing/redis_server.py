@@ -13,7 +13,7 @@ import tempfile
 import time
 from typing import Iterator
 
-from metaemb.loopback_s3 import free_port, stop
+from metaemb.testing.loopback import free_port, stop
 
 
 @contextlib.contextmanager
