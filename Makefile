@@ -16,6 +16,9 @@ test: services-install  ## the whole suite: real Spark, Delta, Feast, Airflow, R
 	METAEMB_S3_JARS=1 bash scripts/setup.sh
 	$(VENV)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
+test-fast: setup      ## the tests that need no JVM and no server (pytest -m unit), a few minutes
+	$(VENV)/python -m pytest -q -m unit --durations=10 $(PYTEST_ARGS)
+
 services-install:     ## Debian packages the service tests start on loopback (redis, postgres)
 	bash scripts/install-services.sh
 

@@ -15,9 +15,8 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     from metaemb.datasets.synthetic import SyntheticSpec, generate
     from pipelines import labeled
     from metaemb.daily import run_daily, train_on
-    from serving.feast_repo import apply, lookup
+    from serving.feast_repo import apply, lookup, lookup_line
     from pipelines.spark import get_spark
-    from metaemb.commands.lookup import format_lookup
 
     started = time.perf_counter()
     seconds: dict[str, float] = defaultdict(float)
@@ -69,7 +68,7 @@ def demo(cfg: Config, *, users: int = 3000, days: int = 30, daily_runs: int = 3,
     sample = [{keys[0]: str(u)} for u in (1, 2, 3, 42, users)] if len(keys) == 1 else []
     df = lookup(cfg, sample)
     for _, row in df.iterrows():
-        progress("   " + format_lookup(row, keys))
+        progress("   " + lookup_line(row, keys))
 
     if len(keys) == 1:
         t = time.perf_counter()

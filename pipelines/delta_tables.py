@@ -124,12 +124,10 @@ def scan(where: Location, columns: list[str], filters: list[tuple] | None = None
 
 
 def append(where: Location, rows: pa.Table) -> None:
-    """Append rows in one Delta commit (creates the table on first use). A nullable column
-    that the table lacks joins its schema (older rows read it as null), so a log written by
-    an earlier version of metaemb takes rows of a newer one."""
+    """Append rows in one Delta commit (creates the table on first use)."""
     from deltalake import write_deltalake
 
     where = as_location(where)
     with _object_store_errors(where):
-        write_deltalake(where.uri, rows, mode="append", schema_mode="merge", storage_options=where.delta_options())
+        write_deltalake(where.uri, rows, mode="append", storage_options=where.delta_options())
 

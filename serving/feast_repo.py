@@ -204,3 +204,16 @@ def lookup(cfg: Config, keys: list[dict], store=None):
             raise ValueError(f"lookup key {row} lacks task key column(s) {missing}")
     service = store.get_feature_service(tables.FEATURE_SERVICE)
     return store.get_online_features(features=service, entity_rows=rows).to_df()
+
+
+def lookup_line(row, keys: list[str], show: int = 6) -> str:
+    """One line per looked-up task: key, sample count, model version, the first values."""
+    import numpy as np
+
+    emb, n = row.get("embedding"), row.get("n_samples")
+    key = ",".join(str(row[k]) for k in keys)
+    if emb is None or (isinstance(emb, float) and emb != emb):
+        return f"{key}: (none: no embedding published)"
+    values = np.asarray(emb)
+    shown = "[" + ", ".join(f"{x:+.3f}" for x in values[:show]) + (", ...]" if len(values) > show else "]")
+    return f"{key}: n_samples={int(n)} model={row.get('model_version')} embedding({len(values)})={shown}"

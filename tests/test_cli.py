@@ -16,6 +16,8 @@ import yaml
 
 from metaemb import cli
 
+pytestmark = pytest.mark.unit
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 USER_COMMANDS = {"demo", "generate", "validate", "run", "train", "evaluate", "lookup", "export", "score", "serve",

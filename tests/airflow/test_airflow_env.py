@@ -3,15 +3,19 @@ the local `airflow standalone` found by its pid file and stopped with its childr
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import sys
 import time
 from pathlib import Path
 
-from af_helpers import PROJECT_ROOT, project_raw, write_config
+from project_helpers import PROJECT_ROOT, project_raw, write_config
 from metaemb.airflow import env as airflow_env
 from metaemb.airflow import services
 from core import config as config_mod
+
+pytestmark = pytest.mark.unit
 
 
 def test_env_from_config(tmp_path):

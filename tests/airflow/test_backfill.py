@@ -19,11 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from af_helpers import airflow_sh, config_for, service_errors, table_counts, task_logs
+from project_helpers import airflow_sh, config_for, service_errors, table_counts, task_logs
 from core import config as config_mod
 from core import tables
 from metaemb.airflow import services
 from metaemb.status import collect, publish_state
+
+pytestmark = [pytest.mark.spark, pytest.mark.services]
 
 FRESH = [dt.date(2026, 10, 26), dt.date(2026, 10, 27), dt.date(2026, 10, 28)]
 OLDER = [dt.date(2026, 10, 25), dt.date(2026, 10, 26), dt.date(2026, 10, 27)]  # 10-26 emptied

@@ -7,10 +7,13 @@ import re
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
-from af_helpers import PROJECT_ROOT
+from project_helpers import PROJECT_ROOT
 from core import config as config_mod
+
+pytestmark = pytest.mark.unit
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SERVICES = {"postgres", "redis", "spark-master", "spark-worker", "airflow-init", "airflow-api-server",

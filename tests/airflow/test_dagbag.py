@@ -6,11 +6,15 @@ so this process never imports Airflow with some other AIRFLOW_HOME.
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 
-from af_helpers import PROJECT_ROOT, airflow_sh, write_config, project_raw  # noqa: F401
+from project_helpers import PROJECT_ROOT, airflow_sh, write_config, project_raw  # noqa: F401
+
+pytestmark = pytest.mark.unit
 
 PROBE = r"""
 import json, os, sys, time
@@ -91,7 +95,7 @@ def test_dags_import_fast_with_stage_tasks_in_order(tmp_path):
             assert t["op_kwargs"] == {"stage": stage, "run_date": "{{ ds }}", "config": str(cfg)}
             continue
         assert t["is_spark_submit"], t["type"]
-        assert t["application"] == str(PROJECT_ROOT / "pipelines" / "jobs.py")
+        assert t["application"] == str(PROJECT_ROOT / "metaemb" / "jobs.py")
         assert t["application_args"][:4] == ["--stage", stage, "--date", "{{ ds }}"]
         assert t["application_args"][4:] == ["--config", str(cfg)]
         assert t["conn_id"] == "metaemb_spark"

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from af_helpers import airflow_sh, config_for, table_counts, task_logs
+from project_helpers import airflow_sh, config_for, table_counts, task_logs
 from core import config as config_mod
 from metaemb.testing.loopback import free_port
 from core import tables
+
+pytestmark = [pytest.mark.spark, pytest.mark.services]
 
 PG_DATE = dt.date(2026, 10, 30)
 STAGES = ["labeled", "samples", "embed", "publish", "check"]

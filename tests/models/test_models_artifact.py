@@ -27,6 +27,8 @@ from models_helpers import SMALL, small_spec
 from pipelines.train import export_artifact
 from serving.onnx_runtime import load_artifact
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):

@@ -8,6 +8,8 @@ from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save
 from models.blocks import init_params
 from models_helpers import small_spec
 
+pytestmark = pytest.mark.unit
+
 
 def make(seed=0, **kw):
     spec = small_spec(**kw)

@@ -2,9 +2,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from metaemb.datasets.movielens import to_interactions
 from metaemb.research.evaluate import history_features
+
+pytestmark = pytest.mark.unit
 
 INTER = "var/data/ml-100k/ml-100k.inter"
 

@@ -9,6 +9,8 @@ from models.blocks import init_params
 
 from models_helpers import random_batch, small_spec
 
+pytestmark = pytest.mark.unit
+
 
 def ckpt_for(spec, seed=1):
     return Checkpoint(spec=spec, params=init_params(spec, seed), mode="limaml")

@@ -14,6 +14,8 @@ from models.blocks import init_params
 from models.train import train
 from models_helpers import planted, random_batch, small_spec
 
+pytestmark = pytest.mark.unit
+
 SPEC = small_spec(meta_in=4, item_buckets=0)
 CFG = TrainConfig(mode="limaml", epochs=4, tasks_per_batch=32, task_lr=1.0, meta_lr=3e-2, warmup_steps=3, seed=0)
 

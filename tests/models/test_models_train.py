@@ -8,6 +8,8 @@ from models.data import prepare
 from models.train import evaluate_batch
 from models_helpers import planted, small_spec
 
+pytestmark = pytest.mark.unit
+
 SPEC = small_spec(meta_in=4, item_buckets=0)
 
 

@@ -13,7 +13,9 @@ from metaemb.cli import main
 from pipelines import contract as C
 from pipelines import row_rules
 from pipelines.labeled import resolve_inputs
-from tests.conftest import make_config
+from project_helpers import make_config
+
+pytestmark = pytest.mark.unit
 
 UTC = dt.timezone.utc
 

@@ -10,7 +10,9 @@ from pyspark.sql import functions as F
 
 from core import tables
 from pipelines import contract, delta_tables, lake
-from tests.conftest import make_config
+from project_helpers import make_config
+
+pytestmark = pytest.mark.spark
 
 DAYS = [dt.date(2026, 10, d) for d in (1, 2, 3)]
 
@@ -77,35 +79,3 @@ def test_input_checks_skip_row_counts_on_a_delta_table_only_spark_can_read(spark
     [report] = contract.validate_inputs(make_config(tmp_path), path, None)
     assert report.ok, report.problems
     assert any("row checks skipped" in line and "refused" in line for line in report.lines()), report.lines()
-
-
-def test_logs_spark_wrote_before_take_delta_rs_appends(spark, tmp_path):
-    """stage_log and publish_log from an earlier version (Spark-written, before publish_log had
-    switched_from) keep working: the new column joins the schema, old rows read it as null."""
-    from pyspark.sql import types as T
-
-    from serving import publish_log
-
-    cfg = make_config(tmp_path)
-    day = DAYS[0]
-    now = dt.datetime(2026, 10, 2, tzinfo=dt.timezone.utc)
-    (spark.createDataFrame([("embed", day, 5, 1.0, "model=abc", now)],
-                           "stage string, run_date date, rows long, seconds double, detail string, completed_at timestamp")
-     .write.format("delta").save(str(cfg.table_location(tables.STAGE_LOG))))
-    required = {"run_date", "logged_at", "status", "method", "online_store", "rows", "seconds"}
-    spark_types = {pa.date32(): T.DateType(), pa.timestamp("us", tz="UTC"): T.TimestampType(), pa.string(): T.StringType(),
-                   pa.int64(): T.LongType(), pa.float64(): T.DoubleType()}
-    old_schema = T.StructType([T.StructField(f.name, spark_types[f.type], f.name not in required)
-                               for f in publish_log.LOG_SCHEMA if f.name != "switched_from"])
-    old_row = (day, now, "published", "fast", "sqlite", 5, 0.1) + (None,) * 7 + ("abc", None)
-    spark.createDataFrame([old_row], old_schema).write.format("delta").save(str(cfg.table_location(tables.PUBLISH_LOG)))
-
-    lake.log_stage(cfg, "embed", {DAYS[1]: 7}, 2.0, "model=def")
-    publish_log.log_publish(cfg, DAYS[1], status="published", method="fast", rows=7, seconds=0.2, gate=None,
-                        model_version="def", switched_from="abc")
-    assert lake.stage_detail(cfg, "embed", day) == "model=abc" and lake.stage_detail(cfg, "embed", DAYS[1]) == "model=def"
-    log = publish_log.publish_log(cfg)
-    assert list(log["rows"]) == [5, 7] and list(log["switched_from"]) == [None, "abc"]
-    assert publish_log.previous_published(cfg, DAYS[2])[:3] == (DAYS[1], 7, "def")
-    assert publish_log.served(cfg).model_version == "def"
-    assert spark.read.format("delta").load(str(cfg.table_location(tables.PUBLISH_LOG))).count() == 2

@@ -17,7 +17,7 @@ from metaemb.cli import main
 from pipelines import contract as C
 from core import tables
 from pipelines import labeled, row_rules, spark_io
-from tests.conftest import make_config
+from project_helpers import make_config
 
 UTC = dt.timezone.utc
 RUN_DATE = dt.date(2026, 10, 3)
@@ -122,6 +122,7 @@ def validate_rows(cfg, path, run_date=None, window_days=None) -> dict[int, str]:
     return {int(row_no[i]): r for i, r in zip(checked, reasons)}
 
 
+@pytest.mark.spark
 def test_validate_and_the_run_find_the_same_rows_reasons_and_counts(spark, tmp_path, interactions, capsys):
     rc = main(["--config", str(validate_config(tmp_path)), "validate", "--interactions", str(interactions),
                "--date", RUN_DATE.isoformat(), "--window-days", str(WINDOW)])
@@ -147,6 +148,7 @@ def test_validate_and_the_run_find_the_same_rows_reasons_and_counts(spark, tmp_p
         row_rules.NULL_KEY: 2, row_rules.BAD_TIMESTAMP: 1, row_rules.BAD_LABEL: 3, row_rules.NON_FINITE: 4, row_rules.DUPLICATE: 4}
 
 
+@pytest.mark.unit
 def test_whole_file_check_has_the_same_rules_with_todays_end_as_the_clock(tmp_path):
     path = write_parquet_pandas_default(tmp_path)
     cfg = make_config(tmp_path, data={"context_columns": ["ctx_0"]})
@@ -159,6 +161,7 @@ def test_whole_file_check_has_the_same_rules_with_todays_end_as_the_clock(tmp_pa
     assert 20 not in long_window and 21 not in long_window and long_window[23] == row_rules.DUPLICATE
 
 
+@pytest.mark.spark
 def test_pandas_default_parquet_runs_through_the_labeled_stage(spark, tmp_path):
     """Nanosecond timestamps (pandas' default) are converted on read, to the microsecond."""
     times = ["2026-10-01T06:00:00.123456789Z", "2026-10-01T07:00:00Z", "2026-10-01T08:00:00Z"]
@@ -179,6 +182,7 @@ def test_pandas_default_parquet_runs_through_the_labeled_stage(spark, tmp_path):
     assert [r.meta[0] for r in rows] == [1.0, 1.0, 2.0]
 
 
+@pytest.mark.unit
 def test_validate_a_file_without_features_needs_no_feature_file(tmp_path, capsys):
     config = tmp_path / "metaemb.toml"
     config.write_text(f'[data]\nentity_features = "{tmp_path / "not_there.parquet"}"\n')
@@ -192,6 +196,7 @@ def test_validate_a_file_without_features_needs_no_feature_file(tmp_path, capsys
     assert "not_there.parquet: file not found" in capsys.readouterr().err
 
 
+@pytest.mark.spark
 def test_spark_and_arrow_evaluators_agree_on_every_row_of_the_file(spark, tmp_path):
     """No window: the future rule fires too (against the end of 2026-10-04, 10-05 and 2099 are future)."""
     path = write_parquet_pandas_default(tmp_path)

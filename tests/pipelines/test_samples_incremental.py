@@ -4,12 +4,16 @@ whenever yesterday's samples cannot be built on."""
 
 from __future__ import annotations
 
+import pytest
+
 import dataclasses
 import datetime as dt
 
 from metaemb.datasets.synthetic import SyntheticSpec, generate
 from pipelines import labeled, samples
-from tests.conftest import make_config
+from project_helpers import make_config
+
+pytestmark = pytest.mark.spark
 
 END = dt.date(2026, 10, 30)
 YESTERDAY = END - dt.timedelta(days=1)

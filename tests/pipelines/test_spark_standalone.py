@@ -24,9 +24,10 @@ from core import tables
 from pipelines import labeled, lake
 from pipelines import train as train_job
 from metaemb.daily import run_daily
-from tests.conftest import PROJECT_ROOT, make_config
+from project_helpers import PROJECT_ROOT, make_config
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.spark, pytest.mark.services]
+
 SPARK_HOME = Path(pyspark.__file__).parent
 RUN_DATE = dt.date(2026, 10, 30)
 

@@ -10,7 +10,9 @@ from pyspark.sql import functions as F
 
 from core import tables
 from pipelines import labeled, lake, row_rules, samples, spark_io
-from tests.conftest import make_config
+from project_helpers import make_config
+
+pytestmark = pytest.mark.spark
 
 UTC = dt.timezone.utc
 D1 = dt.date(2026, 10, 1)

@@ -2,9 +2,13 @@
 
 import datetime as dt
 
+import pytest
+
 from metaemb.status import status
 from pipelines import lake
 from serving.publish_log import log_publish
+
+pytestmark = pytest.mark.spark
 
 D = dt.date(2026, 10, 30)
 

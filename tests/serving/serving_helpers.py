@@ -1,5 +1,4 @@
-"""Helpers for the Feast tests (a plain module: tests/feast has no __init__.py on purpose,
-so that this folder can never shadow the real `feast` package)."""
+"""Helpers for the serving tests: rows of meta_embeddings written by Spark, configs as TOML files."""
 
 from __future__ import annotations
 
@@ -57,23 +56,3 @@ def toml_file(cfg, path):
 
 def random_embeddings(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-
-
-def _root_conftest():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "metaemb_tests_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules[name] = mod
-    return sys.modules[name]
-
-
-def make_config(tmp_path, **sections):
-    """tests/conftest.make_config (loaded by path: two conftest.py modules can't share a name)."""
-    return _root_conftest().make_config(tmp_path, **sections)

@@ -27,8 +27,11 @@ from serving import publish
 from serving.onnx_runtime import load_artifact, load_for_version
 from serving.score import OnlineStoreError, ScoreError, score
 
-from feastutil import event_ts, make_config, random_embeddings, toml_file
+from project_helpers import make_config
+from serving_helpers import event_ts, random_embeddings, toml_file
 from metaemb.testing.loopback import free_port
+
+pytestmark = pytest.mark.spark
 
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
 CONTEXT = ["ctx_0", "ctx_1", "ctx_2"]

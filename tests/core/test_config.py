@@ -4,6 +4,8 @@ import pytest
 
 from core import config as C
 
+pytestmark = pytest.mark.unit
+
 
 def write(tmp_path, text):
     p = tmp_path / "metaemb.toml"

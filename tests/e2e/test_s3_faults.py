@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from af_helpers import PROJECT_ROOT, project_raw, write_config
+from project_helpers import PROJECT_ROOT, project_raw, write_config
 from metaemb.testing import s3_server as loopback_s3
+
+pytestmark = [pytest.mark.spark, pytest.mark.services]
 
 DATE = "2026-10-28"
 

@@ -19,8 +19,11 @@ import pytest
 from serving import feast_repo
 from serving import publish
 
-from feastutil import make_config, random_embeddings, toml_file, write_meta_embeddings
+from project_helpers import make_config
+from serving_helpers import random_embeddings, toml_file, write_meta_embeddings
 from metaemb.testing.loopback import free_port
+
+pytestmark = [pytest.mark.spark, pytest.mark.services]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 D1 = date(2026, 3, 1)
@@ -66,7 +69,7 @@ def server_for(tmp_path):
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("online", ["sqlite", "redis"])
+@pytest.mark.parametrize("online", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
 def test_http_feature_server_serves_what_lookup_reads(spark, tmp_path, online, request, server_for):
     extra = {"online_store": "redis", "redis_connection": request.getfixturevalue("redis_server")} \
         if online == "redis" else {}

@@ -9,11 +9,13 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
-from af_helpers import own_lake_config
+from project_helpers import own_lake_config
 from core import tables
 from metaemb.daily import run_daily
 from pipelines import labeled, spark_io
 from serving.check import CheckError, check
+
+pytestmark = pytest.mark.spark
 
 D1, D2, D3 = dt.date(2026, 10, 25), dt.date(2026, 10, 26), dt.date(2026, 10, 27)
 

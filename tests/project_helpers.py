@@ -1,4 +1,5 @@
-"""Helpers for the Airflow tests (a uniquely named module: tests/*/conftest.py share a name).
+"""Helpers for the tests that run a small real project (Airflow, end-to-end, check): its config,
+scripts/airflow.sh, and what they read back.
 
 Airflow itself is never imported into the pytest process (it reads AIRFLOW_HOME once, at
 import): every Airflow step runs as a subprocess through scripts/airflow.sh, the way a user
@@ -20,12 +21,32 @@ import pytest
 
 from core import config as config_mod
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_SH = PROJECT_ROOT / "scripts" / "airflow.sh"
 END_DATE = dt.date(2026, 10, 30)  # last day of synthetic events
 DAYS = 10
 TRAIN_DATE = dt.date(2026, 10, 29)
 DAGS_TEST_DATE = dt.date(2026, 10, 29)
+
+
+def make_config(tmp_path: Path, **sections) -> config_mod.Config:
+    """A config whose writable state (lake, models, feast, airflow) lives under tmp_path.
+
+    Keyword arguments are TOML-style sections, e.g. make_config(p, pipeline={"cap_samples": 8}).
+    """
+    raw = {
+        "pipeline": {"storage_root": str(tmp_path / "lake"), "task_buckets": 2},
+        "model": {"checkpoint_dir": str(tmp_path / "models")},
+        "feast": {
+            "sqlite_path": str(tmp_path / "feast" / "online.db"),
+            "registry_path": str(tmp_path / "feast" / "registry.db"),
+        },
+        "airflow": {"home": str(tmp_path / "airflow")},
+        "spark": {"jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 4},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config_mod.from_dict(raw, source="<test>", base_dir=PROJECT_ROOT)
 
 
 def write_config(path: Path, raw: dict[str, dict]) -> Path:
@@ -137,5 +158,3 @@ def require(binary: str) -> str:
     if exe is None:
         pytest.fail(f"{binary} not installed")
     return exe
-
-

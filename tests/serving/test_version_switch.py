@@ -16,7 +16,8 @@ from serving import feast_repo
 from serving import publish
 from serving.gate import GateError, check_gate
 
-from feastutil import event_ts, make_config, random_embeddings
+from project_helpers import make_config
+from serving_helpers import event_ts, random_embeddings
 
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
 KEYS = [f"u{i}" for i in range(30)]
@@ -37,7 +38,8 @@ def versions_online(cfg) -> dict:
 
 
 @pytest.mark.parametrize("batch_rows", [65_536, 3])  # 3: the day and the evictions span many batches
-@pytest.mark.parametrize("online", ["sqlite", "redis"])
+@pytest.mark.parametrize("online", [pytest.param("sqlite", marks=pytest.mark.unit),
+                                    pytest.param("redis", marks=pytest.mark.services)])
 def test_a_switch_leaves_only_the_new_versions_rows(tmp_path, online, batch_rows, request):
     def config(name, project):
         feast = {"project": project, "batch_rows": batch_rows}
@@ -55,6 +57,7 @@ def test_a_switch_leaves_only_the_new_versions_rows(tmp_path, online, batch_rows
         publish.write_partition(cfg, D2, "materialize", replace_all=True)
 
 
+@pytest.mark.unit
 def test_the_gate_refuses_a_partition_of_two_versions(tmp_path):
     cfg = make_config(tmp_path, model={"embedding_dim": 8})
     with pytest.raises(GateError, match=f"holds 2 model versions \\(v1, v2\\).*metaemb run --date {D1} --stages embed"):

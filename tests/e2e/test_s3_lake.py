@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from af_helpers import PROJECT_ROOT, own_lake_config, project_raw, write_config
+from project_helpers import PROJECT_ROOT, own_lake_config, project_raw, write_config
 from core import config as config_mod
 from core import tables
 from metaemb import cli
@@ -24,6 +24,8 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from pipelines import delta_tables, labeled, lake
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 from serving import feast_repo
+
+pytestmark = [pytest.mark.spark, pytest.mark.services]
 
 D1, D2 = dt.date(2026, 10, 28), dt.date(2026, 10, 29)
 QUIET = dict(progress=lambda _: None)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from af_helpers import project_raw, write_config
+from project_helpers import project_raw, write_config
 from core import config as config_mod
 from metaemb.daily import run_daily
 from metaemb.status import status
@@ -25,6 +25,8 @@ from serving.onnx_runtime import load_for_version
 from serving.publish import publish
 from serving.publish_log import publish_log
 from serving.score import ScoreError, score
+
+pytestmark = pytest.mark.spark
 
 D1, D2 = dt.date(2026, 10, 27), dt.date(2026, 10, 28)
 QUIET = dict(progress=lambda _: None)

@@ -13,7 +13,10 @@ from core import tables
 from pipelines import lake, spark_io
 from serving import check as check_stage, day, feast_repo, publish
 
-from feastutil import make_config, random_embeddings, write_meta_embeddings
+from project_helpers import make_config
+from serving_helpers import random_embeddings, write_meta_embeddings
+
+pytestmark = pytest.mark.spark
 
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
 N = 200
@@ -28,7 +31,7 @@ def _write_day(spark, cfg, run_date, keys, emb):
     lake.log_stage(cfg, "embed", {run_date: len(keys)}, 1.0, "model=v1")
 
 
-@pytest.mark.parametrize("online", ["sqlite", "redis"])
+@pytest.mark.parametrize("online", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
 def test_small_batches_give_what_one_batch_gives(spark, tmp_path, online, request):
     extra = {}
     if online == "redis":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import logging
 import os
 import subprocess
@@ -10,9 +12,12 @@ from pathlib import Path
 import psutil
 import redis
 
-from feastutil import make_config
+from project_helpers import make_config
+
 from metaemb.testing.loopback import free_port
 from serving import feast_repo
+
+pytestmark = pytest.mark.services
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-for-tests"

@@ -9,6 +9,8 @@ no row of the killed date, the stage log does not call it done, and a rerun comp
 
 from __future__ import annotations
 
+import pytest
+
 import datetime as dt
 import os
 import signal
@@ -19,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import pyspark
 
-from af_helpers import own_lake_config
+from project_helpers import own_lake_config
 from metaemb.jobs import submit_command
 from core import tables
 from pipelines import labeled, lake, spark_io
 from serving import feast_repo
 from metaemb.daily import run_daily
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
+
+pytestmark = pytest.mark.spark
 
 D1, D2 = dt.date(2026, 10, 26), dt.date(2026, 10, 27)
 SPARK_SUBMIT = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")

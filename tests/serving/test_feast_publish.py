@@ -24,7 +24,8 @@ from serving.gate import GateError
 from serving.online import encode
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
-from feastutil import make_config, random_embeddings, write_meta_embeddings
+from project_helpers import make_config
+from serving_helpers import random_embeddings, write_meta_embeddings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
@@ -53,6 +54,7 @@ def sqlite_dump(cfg) -> list:
 # ------------------------------------------------------------------ repo / apply
 
 
+@pytest.mark.unit
 def test_committed_feature_store_yaml_is_the_default_config_rendered():
     committed = (PROJECT_ROOT / "feature_repo" / "feature_store.yaml").read_text()
     default = config_mod.from_dict({}, source="<defaults>", base_dir=PROJECT_ROOT)
@@ -65,6 +67,7 @@ def test_committed_feature_store_yaml_is_the_default_config_rendered():
     assert rc.project == default.feast.project and rc.online_store.type == "sqlite"
 
 
+@pytest.mark.spark
 def test_feast_cli_apply_on_the_repo_as_written(spark, tmp_path):
     """The real `feast apply` CLI over feature_repo/, driven by a METAEMB_CONFIG file."""
     cfg_file = tmp_path / "metaemb.toml"
@@ -106,7 +109,8 @@ def _two_stores(tmp_path, **feast_extra):
     return a, b
 
 
-@pytest.mark.parametrize("online", ["sqlite", "redis"])
+@pytest.mark.spark
+@pytest.mark.parametrize("online", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
 def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, request):
     extra = {}
     if online == "redis":
@@ -138,6 +142,7 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
     assert (la2.model_version == "m2").sum() == 150 and (la2.model_version == "m1").sum() == N - 150
 
 
+@pytest.mark.spark
 def test_republish_same_date_is_idempotent(spark, cfg):
     emb = random_embeddings(N, seed=3)
     write_meta_embeddings(spark, cfg, D1, keys(), emb)
@@ -156,6 +161,7 @@ def test_republish_same_date_is_idempotent(spark, cfg):
 # ---------------------------------------------------------------------------- gate
 
 
+@pytest.mark.spark
 def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
     write_meta_embeddings(spark, cfg, D1, keys(), random_embeddings(N, seed=4))
     publish.publish(cfg, D1)
@@ -228,7 +234,9 @@ def _publish_in_child(cfg, run_date, tmp_path, pause_at=None):
     return proc
 
 
-@pytest.mark.parametrize("online,pause_at", [("sqlite", "sqlite:mid-transaction"), ("redis", "redis:mid-multi")])
+@pytest.mark.spark
+@pytest.mark.parametrize("online,pause_at", [("sqlite", "sqlite:mid-transaction"),
+                                             pytest.param("redis", "redis:mid-multi", marks=pytest.mark.services)])
 def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at, request):
     extra = {"project": "killtest"}
     if online == "redis":
@@ -264,6 +272,7 @@ def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at,
     np.testing.assert_array_equal(got, emb2)
 
 
+@pytest.mark.spark
 def test_read_partition_through_delta_rs_equals_spark_rows(spark, cfg):
     from pyspark.sql import functions as F
 
