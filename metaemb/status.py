@@ -24,16 +24,16 @@ PUBLISH_COLUMNS = ["run_date", "logged_at", "status", "rows", "row_ratio", "mean
 
 
 def collect(cfg: Config) -> list[dict]:
-    stages = lake.stage_log(cfg, ["stage", "run_date", "rows", "seconds", "detail", "completed_at"])
-    if stages is None or stages.empty:
+    log = lake.stage_log(cfg, ["stage", "run_date", "rows", "seconds", "detail", "completed_at"])
+    if log is None or log.empty:
         return []
-    stages = stages.sort_values("completed_at").groupby(["run_date", "stage"]).last().reset_index()
+    log = log.sort_values("completed_at").groupby(["run_date", "stage"]).last().reset_index()
     pubs = publish_log(cfg, PUBLISH_COLUMNS)
     latest_pub = ({} if pubs is None or pubs.empty else
                   {r.run_date: r for r in pubs.sort_values("logged_at").groupby("run_date").last().reset_index()
                    .itertuples()})
     days = []
-    for run_date, group in stages.groupby("run_date"):
+    for run_date, group in log.groupby("run_date"):
         by_stage = {r.stage: r for r in group.itertuples()}
         if not ({stages.EMBED, stages.PUBLISH, stages.SAMPLES} & set(by_stage)):
             continue  # a date only computed as part of another run's window
