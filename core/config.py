@@ -118,6 +118,20 @@ class FeastConfig:
     # Rows that publish, its gate and check hold at once: they stream a day through in
     # batches of this size, so their memory does not grow with the number of tasks.
     batch_rows: int = 65_536
+    redis_type: str = "redis"  # redis | redis_cluster (redis_connection: host:port,host:port,...)
+    # Where the day's rows are written into the online store from: the driver (one process,
+    # no JVM) or the Spark executors (each task its own connection; Redis only).
+    write_from: str = "driver"  # driver | spark
+    # Rows per write to the online store: the day goes into the namespace no reader looks at in
+    # batches of this size (Redis: one pipeline each, no transaction), then one registry write
+    # switches the readers to it.
+    write_batch_rows: int = 10_000
+    # How long readers' cached registries may still name the namespace served before a switch
+    # (FeatureStore cache_ttl_seconds, `metaemb serve --registry-ttl`); 0 = never expire.
+    registry_ttl_s: int = 5
+    # Seconds after the switch before the retired namespace is removed: longer than every
+    # reader's registry_ttl_s, so no reader still resolves the retired namespace.
+    switch_grace_s: float = 12.0
 
 
 @dataclass
@@ -243,6 +257,8 @@ _CHOICES = {
     ("feast", "online_store"): {"sqlite", "redis"},
     ("feast", "publish_method"): {"fast", "materialize"},
     ("feast", "batch_engine"): {"local", "spark"},
+    ("feast", "redis_type"): {"redis", "redis_cluster"},
+    ("feast", "write_from"): {"driver", "spark"},
 }
 
 _POSITIVE = {
@@ -252,12 +268,13 @@ _POSITIVE = {
     ("train", "meta_lr"), ("train", "grad_clip"), ("finetune", "lr"),
     ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("s3", "connect_timeout_s"),
     ("s3", "request_timeout_s"), ("s3", "transfer_timeout_s"), ("s3", "max_attempts"), ("data", "feature_ttl_days"),
-    ("feast", "ttl_days"), ("feast", "batch_rows"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
+    ("feast", "ttl_days"), ("feast", "batch_rows"), ("feast", "write_batch_rows"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
 }
 _NON_NEGATIVE = {
     ("model", "item_buckets"), ("model", "item_dim"), ("train", "inner_steps"),
     ("train", "epochs"), ("train", "warmup_steps"), ("finetune", "steps"), ("finetune", "min_samples"),
     ("spark", "executor_gpus"), ("spark", "task_gpus"), ("airflow", "retries"),
+    ("feast", "registry_ttl_s"), ("feast", "switch_grace_s"),
 }
 
 
@@ -300,6 +317,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"{cfg.source}: [gate] min_mean_norm must be in [0, max_mean_norm]")
     if not cfg.gate.min_row_ratio <= cfg.gate.max_row_ratio:
         raise ConfigError(f"{cfg.source}: [gate] min_row_ratio must be <= max_row_ratio")
+    f = cfg.feast
+    if f.write_from == "spark" and f.online_store != "redis":
+        raise ConfigError(f"{cfg.source}: [feast] write_from = \"spark\" needs online_store = \"redis\" (the Spark "
+                          f"executors write over the network; SQLite is one local file): set write_from = \"driver\"")
+    if f.registry_ttl_s and f.switch_grace_s <= f.registry_ttl_s:
+        raise ConfigError(f"{cfg.source}: [feast] switch_grace_s = {f.switch_grace_s:g} must be longer than "
+                          f"registry_ttl_s = {f.registry_ttl_s}: a reader's cached registry may name the retired "
+                          "namespace for that long")
 
 
 def from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: str | Path | None = None) -> Config:

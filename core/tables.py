@@ -25,7 +25,10 @@ CREATED_TIMESTAMP = "created_timestamp"  # timestamp: when the row was written
 RUN_DATE = "run_date"  # date, partition column
 # meta_embeddings' event_timestamp is run_date + 1 day, 00:00 UTC (EVENT_TIMESTAMP above).
 
-# Feast objects over meta_embeddings (feature_repo/definitions.py declares them).
+# Feast objects over meta_embeddings (feature_repo/definitions.py declares them). Two feature
+# views of the same features, each its own online namespace; the service names the served one
+# (serving/slots.py).
 FEATURE_VIEW = "meta_embedding"
+FEATURE_VIEWS = (f"{FEATURE_VIEW}_a", f"{FEATURE_VIEW}_b")
 FEATURE_SERVICE = "metaemb"
 FEATURE_SOURCE = "meta_embeddings_source"

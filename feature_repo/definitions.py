@@ -1,4 +1,4 @@
-"""Feast declarations for metaemb: the meta-embedding feature view over the Delta table.
+"""Feast declarations for metaemb: the meta-embedding feature views over the Delta table.
 
 Declarations only. Every value that depends on the deployment (table path, task key
 columns, embedding size) comes from core.config -- `$METAEMB_CONFIG`, else
@@ -24,8 +24,13 @@ from feature_repo import silence_spark_source_warning
 silence_spark_source_warning()
 
 
-def build(cfg: config_mod.Config) -> dict:
-    """The Feast objects for one config: {'entities': [...], 'source', 'view', 'service'}."""
+def build(cfg: config_mod.Config, served: str = tables.FEATURE_VIEWS[0]) -> dict:
+    """The Feast objects for one config: {'entities': [...], 'source', 'views': [two], 'service'}.
+
+    Two feature views of the same features, one online namespace each (serving/slots.py); the
+    service names `served`. metaemb's publish moves it to the other view after writing the day
+    there, and `metaemb apply` keeps whichever it names (a plain `feast apply` of this file
+    declares the first one)."""
     entities = [
         Entity(
             name=key,
@@ -43,8 +48,8 @@ def build(cfg: config_mod.Config) -> dict:
         created_timestamp_column=tables.CREATED_TIMESTAMP,
         description="Delta table meta_embeddings, one row per task per run_date",
     )
-    view = FeatureView(
-        name=tables.FEATURE_VIEW,
+    views = [FeatureView(
+        name=name,
         entities=entities,
         ttl=timedelta(days=cfg.feast.ttl_days),
         schema=[
@@ -56,15 +61,15 @@ def build(cfg: config_mod.Config) -> dict:
         source=source,
         online=True,
         tags={"embedding_dim": str(cfg.model.embedding_dim)},
-    )
-    service = FeatureService(name=tables.FEATURE_SERVICE, features=[view])
-    return {"entities": entities, "source": source, "view": view, "service": service}
+    ) for name in tables.FEATURE_VIEWS]
+    service = FeatureService(name=tables.FEATURE_SERVICE, features=[v for v in views if v.name == served])
+    return {"entities": entities, "source": source, "views": views, "service": service}
 
 
 _objects = build(config_mod.load())
 # Module-level names for `feast apply` (it collects Feast objects from module globals).
 meta_embeddings_source = _objects["source"]
-meta_embedding = _objects["view"]
+meta_embedding_a, meta_embedding_b = _objects["views"]
 metaemb_service = _objects["service"]
 for _entity in _objects["entities"]:
     globals()[f"entity_{_entity.name}"] = _entity

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Callable
 
-from core.stages import DAILY, EMBED, LABELED, SAMPLES, SERVING_STAGES, TRAIN
+from core.stages import DAILY, EMBED, LABELED, PUBLISH, SAMPLES, SERVING_STAGES, TRAIN
 from core.config import Config
 from models.checkpoint import CheckpointError
 from pipelines import embed, labeled, samples
@@ -49,7 +49,8 @@ def run_stage(spark: "SparkSession | None", cfg: Config, stage: str, run_date: d
               allow_empty_day: bool = False) -> dict:
     """One stage for one date. publish and check need no Spark (spark and inputs may be None)."""
     if stage in SERVING_STAGES:
-        return serving_stages.run(cfg, stage, run_date)
+        writer = spark_writer(spark) if stage == PUBLISH and cfg.feast.write_from == "spark" else None
+        return serving_stages.run(cfg, stage, run_date, writer=writer)
     if stage == LABELED:
         return labeled.run(spark, cfg, inputs, run_date, allow_empty_day=allow_empty_day)
     if stage == SAMPLES:
@@ -59,6 +60,42 @@ def run_stage(spark: "SparkSession | None", cfg: Config, stage: str, run_date: d
     if stage == TRAIN:
         return train_on(spark, cfg, run_date, inputs, allow_empty_day=allow_empty_day)
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join((*DAILY, TRAIN))}")
+
+
+def needs_spark(cfg: Config, stage: str) -> bool:
+    """Does the stage run on Spark? The serving stages do not, but for publish's executor writes."""
+    return stage not in SERVING_STAGES or (stage == PUBLISH and cfg.feast.write_from == "spark")
+
+
+def spark_writer(spark: "SparkSession", partitions: int | None = None):
+    """publish's bulk write on the Spark executors ([feast] write_from = "spark"): each task
+    writes its part of the day's meta_embeddings partition into the namespace, on a connection
+    of its own, in batches of [feast] write_batch_rows (serving.online.redis.write_arrow_batches).
+    partitions: tasks to split the day into (default: at least the task slots of the session)."""
+    if spark is None:
+        raise RuntimeError("[feast] write_from = \"spark\": publish needs a Spark session (run it through "
+                           "`metaemb run` or spark-submit metaemb/jobs.py, not as a plain Python task)")
+
+    def write(cfg: Config, run_date: dt.date, namespace) -> int:
+        import functools
+
+        from pyspark.sql import functions as F
+
+        from core import tables
+        from pipelines import spark_io
+        from serving.day import partition_columns
+        from serving.online.redis import write_arrow_batches
+
+        day = (spark_io.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(run_date))
+               .select(*partition_columns(cfg)))
+        if partitions:
+            day = day.repartition(partitions)
+        elif day.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
+            day = day.repartition(spark.sparkContext.defaultParallelism)
+        counts = day.mapInArrow(functools.partial(write_arrow_batches, cfg, namespace), "rows long")
+        return int(counts.agg(F.sum("rows")).first()[0] or 0)
+
+    return write
 
 
 def train_on(spark: "SparkSession", cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,

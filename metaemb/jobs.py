@@ -78,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-empty-day", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from metaemb.daily import DATA_ERRORS, describe, run_stage
+    from metaemb.daily import DATA_ERRORS, describe, needs_spark, run_stage
     from pipelines.labeled import resolve_inputs
     from pipelines.lake import check_storage
     from pipelines.spark import get_spark
 
     cfg = config_mod.load(args.config)
     try:
-        if args.stage in stages.SERVING_STAGES:  # no JVM for these
+        if not needs_spark(cfg, args.stage):  # publish and check: no JVM
             result = run_stage(None, cfg, args.stage, args.date, None)
         else:
             inputs = resolve_inputs(cfg)

@@ -5,8 +5,7 @@
   writes the same settings as a feature_store.yaml; the committed feature_repo/feature_store.yaml
   is render_yaml(defaults) (a test keeps them equal).
 * `apply(cfg)` registers feature_repo/definitions.build(cfg) and creates the online table.
-* The registry's materialization intervals say which day the online store serves
-  (`day_interval`, `served_day`, `latest_materialized`).
+* Which of the two feature views the service names, and so which day readers see: serving/slots.py.
 * `lookup(cfg, keys)` reads through `get_online_features` (feature service core.tables.tables.FEATURE_SERVICE).
 """
 
@@ -15,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ def _spark_conf_for_feast(cfg: Config, rel_to: Path | None) -> dict[str, str]:
     return conf
 
 
-def _redis_connection_string(cfg: Config, *, password_placeholder: bool = False) -> str:
+def redis_connection_string(cfg: Config, *, password_placeholder: bool = False) -> str:
     conn = cfg.feast.redis_connection
     if os.environ.get(REDIS_PASSWORD_ENV):
         # The password is never written to a file or a log: the in-memory RepoConfig gets
@@ -70,9 +68,10 @@ def _registry_settings(cfg: Config, local_path) -> dict[str, Any]:
     """A local registry goes through the atomic file store; s3://… through Feast's own S3
     registry store (boto3; endpoint from $FEAST_S3_ENDPOINT_URL, set by repo_config)."""
     if storage.is_s3(cfg.feast.registry_path):
-        return {"registry_type": "file", "path": cfg.location(cfg.feast.registry_path).uri, "cache_ttl_seconds": 0}
+        return {"registry_type": "file", "path": cfg.location(cfg.feast.registry_path).uri,
+                "cache_ttl_seconds": cfg.feast.registry_ttl_s}
     return {"registry_type": "file", "path": local_path(cfg.feast.registry_path),
-            "registry_store_type": ATOMIC_REGISTRY_STORE, "cache_ttl_seconds": 0}
+            "registry_store_type": ATOMIC_REGISTRY_STORE, "cache_ttl_seconds": cfg.feast.registry_ttl_s}
 
 
 def _s3_registry_environment(cfg: Config) -> None:
@@ -92,7 +91,8 @@ def _store_settings(cfg: Config, rel_to: Path | None, *, for_file: bool) -> dict
     if cfg.feast.online_store == "sqlite":
         online: dict[str, Any] = {"type": "sqlite", "path": p(cfg.feast.sqlite_path)}
     else:
-        online = {"type": "redis", "connection_string": _redis_connection_string(cfg, password_placeholder=for_file)}
+        online = {"type": "redis", "redis_type": cfg.feast.redis_type,
+                  "connection_string": redis_connection_string(cfg, password_placeholder=for_file)}
     settings: dict[str, Any] = {
         "project": cfg.feast.project,
         "provider": "local",
@@ -144,8 +144,8 @@ def feature_store(cfg: Config):
     return FeatureStore(repo_path=str(repo_dir(cfg)), config=repo_config(cfg))
 
 
-def definitions(cfg: Config) -> dict:
-    """feature_repo/definitions.build(cfg), loaded from the repo folder of this config."""
+def definitions(cfg: Config, served: str = tables.FEATURE_VIEWS[0]) -> dict:
+    """feature_repo/definitions.build(cfg, served), loaded from the repo folder of this config."""
     path = repo_dir(cfg) / "definitions.py"
     if not path.is_file():
         # a config file kept outside the project resolves the default "feature_repo" next to
@@ -153,45 +153,31 @@ def definitions(cfg: Config) -> dict:
         from feature_repo import definitions as packaged
 
         log.info("no %s: using the packaged feature_repo definitions", path)
-        return packaged.build(cfg)
+        return packaged.build(cfg, served)
     spec = importlib.util.spec_from_file_location("metaemb_feature_repo_definitions", path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
-    return module.build(cfg)
+    return module.build(cfg, served)
 
 
-def apply(cfg: Config, store=None):
-    """Register the entities, source, feature view and service; create the online table."""
+def apply(cfg: Config, store=None, served: str | None = None):
+    """Register the entities, source, both feature views and the service; create the online
+    tables. The service names `served`; None: the view it names already (the first one in a new
+    registry)."""
+    from serving import slots
+
     store = store or feature_store(cfg)
-    objs = definitions(cfg)
-    store.apply([*objs["entities"], objs["source"], objs["view"], objs["service"]])
-    log.info("feast apply: project %s, feature view %s, online store %s",
-             cfg.feast.project, tables.FEATURE_VIEW, cfg.feast.online_store)
+    if served is None:
+        try:
+            served = slots.served_view(store)
+        except Exception:  # Feast's *NotFoundException: nothing applied to this registry yet
+            served = tables.FEATURE_VIEWS[0]
+    objs = definitions(cfg, served)
+    store.apply([*objs["entities"], objs["source"], *objs["views"], objs["service"]])
+    log.info("feast apply: project %s, feature views %s (served: %s), online store %s",
+             cfg.feast.project, ", ".join(tables.FEATURE_VIEWS), served, cfg.feast.online_store)
     return store
-
-
-def day_interval(run_date: date) -> tuple[datetime, datetime]:
-    """The materialization interval of a run_date: (run_date 00:00, run_date+1 00:00] UTC.
-
-    Rows of run_date carry event_timestamp = run_date + 1 day 00:00; Feast's Spark store
-    reads `BETWEEN start AND end` (both inclusive), so the start is moved 1 us past
-    midnight to leave the previous day's rows (event_timestamp = run_date 00:00) out.
-    """
-    end = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc) + timedelta(days=1)
-    return end - timedelta(days=1) + timedelta(microseconds=1), end
-
-
-def served_day(materialized_end: datetime) -> date:
-    """The run_date whose rows an interval ending materialized_end made current (inverse of day_interval)."""
-    return (materialized_end - timedelta(days=1)).date()
-
-
-def latest_materialized(store) -> datetime | None:
-    """End of the newest interval the registry records for the feature view."""
-    fv = store.get_feature_view(tables.FEATURE_VIEW)
-    ends = [end for _, end in fv.materialization_intervals]
-    return max(ends) if ends else None
 
 
 def lookup(cfg: Config, keys: list[dict], store=None):

@@ -14,7 +14,7 @@ import pyarrow as pa
 from core import tables
 from core.config import Config
 from pipelines import delta_tables
-from serving import feast_repo
+from serving import feast_repo, slots
 from serving.day import PublishError
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ LOG_SCHEMA = pa.schema([
     ("message", pa.string()),
     # The version served before this publish, when it differed (a rollout or a rollback).
     ("switched_from", pa.string()),
+    ("online_view", pa.string()),  # the feature view (namespace) a published day went into
 ])
 
 
@@ -48,7 +49,8 @@ def _finite(x):
 
 
 def log_publish(cfg: Config, run_date: date, *, status: str, method: str, rows: int, seconds: float, gate=None,
-                message: str = "", model_version: str | None = None, switched_from: str | None = None) -> None:
+                message: str = "", model_version: str | None = None, switched_from: str | None = None,
+                view: str | None = None) -> None:
     """Append one row to publish_log. gate: the serving.gate.GateReport of this attempt (None: ungated)."""
     g = gate
     row = {"run_date": run_date, "logged_at": datetime.now(timezone.utc), "status": status, "method": method,
@@ -58,7 +60,7 @@ def log_publish(cfg: Config, run_date: date, *, status: str, method: str, rows: 
            "row_ratio": _finite(g.row_ratio) if g else None, "common_keys": int(g.common_keys) if g else 0,
            "mean_drift": _finite(g.mean_drift) if g else None,
            "model_version": model_version or (g.model_version if g else "") or None,
-           "message": message[:2000], "switched_from": switched_from}
+           "message": message[:2000], "switched_from": switched_from, "online_view": view}
     delta_tables.append(cfg.table_location(tables.PUBLISH_LOG), pa.Table.from_pylist([row], schema=LOG_SCHEMA))
 
 
@@ -77,8 +79,8 @@ class Published(NamedTuple):
     logged_at: datetime | None = None
 
 
-def _published(cfg: Config) -> "pd.DataFrame | None":
-    df = publish_log(cfg, ["run_date", "logged_at", "status", "rows", "model_version"])
+def _published(cfg: Config, more: list[str] = ()) -> "pd.DataFrame | None":
+    df = publish_log(cfg, ["run_date", "logged_at", "status", "rows", "model_version", *more])
     return None if df is None else df[df["status"] == "published"]
 
 
@@ -133,10 +135,21 @@ def latest_outcome(cfg: Config, run_date: date, store=None) -> Outcome | None:
     status, message = rows["status"].iloc[-1], rows["message"].iloc[-1]
     if status == "blocked":
         raise PublishError(f"publish of {run_date} was blocked by the gate: {message}")
-    newest = feast_repo.latest_materialized(store or feast_repo.feature_store(cfg))
-    served = feast_repo.served_day(newest) if newest is not None else None
+    store = store or feast_repo.feature_store(cfg)
+    served = slots.served_day(store)
     if served is None or served < run_date:
         raise PublishError(
             f"publish_log says {status} for {run_date}, but the online store serves "
             f"{served or 'nothing'}: rerun the publish stage for {run_date}")
+    last, now = last_view(cfg), slots.served_view(store)
+    if last and last != now:
+        raise PublishError(f"the feature service names {now}, but the last publish switched readers to {last} "
+                           "(was `feast apply` run by hand? it declares the first view): run `metaemb apply`, "
+                           "which points the service at the view of the last publish")
     return Outcome(run_date, status, served)
+
+
+def last_view(cfg: Config) -> str | None:
+    """The feature view the latest publish switched the readers to (None: never published)."""
+    df = _published(cfg, ["online_view"])
+    return (df["online_view"].iloc[-1] or None) if df is not None and len(df) else None

@@ -16,13 +16,16 @@ from serving.check import check
 from serving.publish import publish
 
 
-def run(cfg: Config, stage: str, run_date: dt.date) -> dict:
-    """Run publish or check for run_date; returns the stage's figures (rows, seconds, ...)."""
+def run(cfg: Config, stage: str, run_date: dt.date, writer=None) -> dict:
+    """Run publish or check for run_date; returns the stage's figures (rows, seconds, ...).
+    writer: publish's bulk write from elsewhere (serving.publish.Writer; None: this process)."""
     t = time.perf_counter()
     lake.check_storage(cfg)  # an unreachable lake fails here in seconds, naming the URI
     if stage == stages.PUBLISH:
-        result = publish(cfg, run_date)
+        result = publish(cfg, run_date, writer=writer)
         out = {"stage": stage, "rows": result.rows, "method": result.method, "read_s": result.read_s}
+        if result.view:
+            out["online"] = f"serves {result.view}"
         if result.switched_from:
             out["model_switch"] = f"{result.switched_from} -> {result.model_version}"
         detail = result.method

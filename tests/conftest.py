@@ -23,7 +23,8 @@ from project_helpers import PROJECT_ROOT, make_config
 KINDS = {"unit", "spark", "services"}
 # What each fixture starts, so its users must carry the mark. The Spark session's own S3
 # endpoint comes with `spark`.
-NEEDS = {"spark": "spark", "airflow_project": "spark", "s3_endpoint": "services", "redis_server": "services"}
+NEEDS = {"spark": "spark", "airflow_project": "spark", "s3_endpoint": "services", "redis_server": "services",
+         "redis_cluster": "services"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -82,6 +83,18 @@ def redis_server():
 
     try:
         with server.serve() as connection:
+            yield connection
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real 3-master Redis Cluster on loopback ports; its connection string."""
+    from metaemb.testing import redis_server as server
+
+    try:
+        with server.serve_cluster(3) as connection:
             yield connection
     except RuntimeError as e:
         pytest.fail(str(e))

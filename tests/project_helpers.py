@@ -40,6 +40,8 @@ def make_config(tmp_path: Path, **sections) -> config_mod.Config:
         "feast": {
             "sqlite_path": str(tmp_path / "feast" / "online.db"),
             "registry_path": str(tmp_path / "feast" / "registry.db"),
+            # the tests' readers use a local registry file (they see a switch at once): no wait
+            "registry_ttl_s": 0, "switch_grace_s": 0.0,
         },
         "airflow": {"home": str(tmp_path / "airflow")},
         "spark": {"jars_dir": str(PROJECT_ROOT / ".jars"), "shuffle_partitions": 4},
@@ -47,6 +49,16 @@ def make_config(tmp_path: Path, **sections) -> config_mod.Config:
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return config_mod.from_dict(raw, source="<test>", base_dir=PROJECT_ROOT)
+
+
+def online_store_config(online: str, request) -> dict:
+    """The [feast] settings of an online store kind the tests take: sqlite | redis | redis_cluster."""
+    if online == "redis":
+        return {"online_store": "redis", "redis_connection": request.getfixturevalue("redis_server")}
+    if online == "redis_cluster":
+        return {"online_store": "redis", "redis_type": "redis_cluster",
+                "redis_connection": request.getfixturevalue("redis_cluster")}
+    return {}
 
 
 def write_config(path: Path, raw: dict[str, dict]) -> Path:
@@ -69,7 +81,7 @@ def project_raw(root: Path, **sections) -> dict[str, dict]:
         "train": {"epochs": 1},
         "feast": {"repo_path": str(PROJECT_ROOT / "feature_repo"),
                   "sqlite_path": str(root / "feast" / "online.db"),
-                  "registry_path": str(root / "feast" / "registry.db")},
+                  "registry_path": str(root / "feast" / "registry.db"), "registry_ttl_s": 0, "switch_grace_s": 0.0},
         "airflow": {"home": str(root / "airflow"), "start_date": "2026-10-01", "end_date": END_DATE.isoformat(), "retries": 0,
                     "retry_delay_minutes": 0.1},
         # Each stage is its own short spark-submit here: no C2 JIT (see [spark] driver_java_options).

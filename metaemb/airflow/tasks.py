@@ -21,6 +21,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from core import config as config_mod
+from core import stages
 from core.stages import EXIT_FAILED_ON_DATA
 from metaemb.jobs import JOBS_APP, submit_settings
 
@@ -89,8 +90,11 @@ def run_serving_stage(stage: str, run_date: str, config: str | None) -> None:
     print(f"[{run_date}] {stage}: {describe(result)}", flush=True)
 
 
-def serving_task(stage: str, cfg: config_mod.Config) -> PythonOperator:
-    """publish or check as a plain Python task: delta-rs reads and Feast, no spark-submit."""
+def serving_task(stage: str, cfg: config_mod.Config):
+    """publish or check as a plain Python task: delta-rs reads and Feast, no spark-submit. With
+    [feast] write_from = "spark", publish is a spark-submit too: its executors write the day."""
+    if stage == stages.PUBLISH and cfg.feast.write_from == "spark":
+        return stage_task(stage, cfg)
     return PythonOperator(
         task_id=stage,
         python_callable=run_serving_stage,

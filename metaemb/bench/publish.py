@@ -1,50 +1,54 @@
-"""Publish benchmark: Feast's stock materialize vs metaemb's fast path, same rows, one run.
+"""Publish benchmark: the ways of writing one day into the online store, side by side, one run.
 
-    metaemb [--config PATH] bench publish --rows 100000 [--online-store redis] [--no-spark-engine]
-    bench_publish(cfg, spark, rows) -> dict     (called by `metaemb bench pipeline`)
+    metaemb [--config PATH] bench publish --rows 1000000 --online-store redis --concurrent-reads
+    bench_publish(cfg, spark, rows) -> dict     (also called by `metaemb bench pipeline`)
 
-Writes `rows` synthetic 32-float meta embeddings as one run_date partition of a Delta
-table under <storage_root>/_bench_publish/ (never the real tables), then publishes the
-same partition into three fresh online stores of the configured kind (SQLite or Redis):
-stock `materialize` with the local compute engine, optionally stock `materialize` with
-Feast's Spark compute engine (`batch_engine: spark.engine`), and the fast path (for Redis
-twice: its hand-packed RESP writer, and the same HSETs through redis-py's
-`pipeline(transaction=True)`). Each timing is wall-clock from the Delta table to committed
-online rows (Spark read included), and a sample of keys is looked up through
-get_online_features in every store and compared.
+Writes `rows` synthetic 32-float meta embeddings as one run_date partition of a Delta table
+under <storage_root>/_bench_publish/ (never the real tables) and publishes that same day again
+and again into one Feast project, each time by another path, so that every path starts from a
+served day and replaces it (the steady state of a daily job):
+
+  stock materialize      Feast's `materialize`, local engine and spark.engine (--no-stock: skip)
+  one transaction        Redis: the whole day in ONE MULTI/EXEC from the driver, over the rows
+                         readers read (metaemb's publish before the namespaces)
+  redis-py pipeline      Redis: the batches sent by redis-py's pipeline (transaction=False)
+                         instead of metaemb's packed RESP (the library's figure)
+  batches, driver        metaemb's publish: the day into the other namespace in batches of
+                         [feast] write_batch_rows, the switch, the old namespace removed
+  batches, executors xN  the same with the Spark executors writing (N tasks in parallel)
+
+For each: seconds until readers see the new day, seconds with the old day removed, rows/s, and
+with --concurrent-reads the latency of a reader in another process that reads one task at a time
+(Redis: HMGET of both namespaces' fields; SQLite: both tables' rows), every 2 ms, all through the
+publish: p50 / p99 / max, and the server's memory at its peak. Lookups through Feast are compared
+across paths. The Redis server (or a 3-master Redis Cluster with --online-store redis_cluster) is
+started here on loopback, so every figure is this machine's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
 import time
 from datetime import date, datetime, timezone
 
+import numpy as np
+
 from core import tables
 from core.config import Config
-from serving import day, feast_repo, publish
+from serving import feast_repo, publish, slots
+from serving.day import check_keys, day_rows
 from serving.online import redis as redis_store
 
 log = logging.getLogger(__name__)
 BENCH_DATE = date(2026, 1, 15)
-FAST_LABEL = "fast (bulk, one transaction)"
-REDIS_PY_LABEL = "fast, write via redis-py pipeline"
-
-
-def _sub_config(cfg: Config, root, name: str, **feast_overrides) -> Config:
-    sub = dataclasses.replace(
-        cfg,
-        pipeline=dataclasses.replace(cfg.pipeline, storage_root=str(root / "lake")),
-        feast=dataclasses.replace(
-            cfg.feast, project=f"bench_{name}", registry_path=str(root / name / "registry.db"),
-            sqlite_path=str(root / name / "online.db"), **feast_overrides),
-    )
-    return sub
+READ_EVERY_S = 0.002
 
 
 def write_synthetic(cfg: Config, spark, rows: int, run_date: date = BENCH_DATE, seed: int = 7) -> None:
@@ -66,133 +70,287 @@ def write_synthetic(cfg: Config, spark, rows: int, run_date: date = BENCH_DATE, 
      .save(cfg.table_location(tables.META_EMBEDDINGS).spark_uri))
 
 
-def bench_publish(cfg: Config, spark, rows: int, *, spark_engine: bool = True, sample: int = 1000,
-                  keep: bool = False, out=sys.stdout) -> dict:
+# ------------------------------------------------------------------ the paths
+
+
+def one_transaction(cfg: Config, store) -> int:
+    """The whole day in ONE MULTI/EXEC from the driver, into the namespace readers read: Redis
+    runs the EXEC whole, serving nobody else meanwhile (metaemb's publish before namespaces)."""
+    from redis.exceptions import RedisError
+
+    client = redis_store.connect(cfg)
+    ns = redis_store.namespace(store, slots.served_view(store))
+    day = day_rows(cfg, BENCH_DATE)
+    rows = check_keys(cfg, day)
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_command("MULTI")
+        queued = 0
+        for enc in publish.encoded_day(cfg, day):
+            r = redis_store.redis_rows(ns, enc)
+            for lo in range(0, enc.rows, 5000):
+                conn.send_packed_command([redis_store.packed_hsets(ns, r, range(lo, min(lo + 5000, enc.rows)))],
+                                         check_health=False)
+            queued += enc.rows
+        conn.send_command("EXEC")
+        for _ in range(queued + 1):  # OK, then QUEUED per command
+            conn.read_response()
+        conn.read_response()  # EXEC's replies
+    except RedisError:
+        conn.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(conn)
+        client.close()
+    start, end = slots.day_interval(BENCH_DATE)
+    store.registry.apply_materialization(store.get_feature_view(ns.view), store.project, start, end, commit=True)
+    return rows
+
+
+def redis_py_writer(cfg: Config, run_date: date, ns: redis_store.Namespace) -> int:
+    """publish's bulk write with redis-py's pipeline (transaction=False) in place of the packed
+    RESP: the same HSETs, batches and namespace."""
+    client = redis_store.connect(cfg)
+    rows = 0
+    try:
+        for enc in publish.encoded_day(cfg, day_rows(cfg, run_date)):
+            r = redis_store.redis_rows(ns, enc)
+            for lo in range(0, enc.rows, cfg.feast.write_batch_rows):
+                with client.pipeline(transaction=False) as pipe:
+                    for i in range(lo, min(lo + cfg.feast.write_batch_rows, enc.rows)):
+                        mapping = {ns.ts_field: r.ts_values[i], **{f: col[i] for f, col in zip(ns.fields.values(),
+                                                                                            r.columns)}}
+                        pipe.hset(r.keys[i], mapping=mapping)
+                    pipe.execute()
+            rows += enc.rows
+    finally:
+        client.close()
+    return rows
+
+
+# ---------------------------------------------------------------- the reader
+
+
+def _read_loop(kind: str, target: dict, stop, out) -> None:
+    """In a process of its own: read one task at a time every READ_EVERY_S until `stop`; send
+    (times, latencies_ms, memory_times, memory_bytes) back through `out`."""
+    rng = np.random.default_rng(0)
+    times, lat, mem_t, mem = [], [], [], []
+    if kind == "sqlite":
+        import sqlite3
+
+        con = sqlite3.connect(target["path"], check_same_thread=False)
+        sql = " UNION ALL ".join(f"SELECT value FROM {t} WHERE entity_key = ?" for t in target["tables"])
+        keys = target["keys"]
+
+        def read(key):
+            con.execute(sql, [key] * len(target["tables"])).fetchall()
+
+        def memory():
+            return os.path.getsize(target["path"])
+    else:
+        from redis import Redis
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [n.split(":") for n in target["nodes"]]
+        client = (RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, p in nodes]) if target["cluster"]
+                  else Redis(host=nodes[0][0], port=int(nodes[0][1])))
+        servers = [Redis(host=h, port=int(p)) for h, p in nodes]
+        keys, fields = target["keys"], target["fields"]
+
+        def read(key):
+            client.hmget(key, fields)
+
+        def memory():
+            return sum(int(s.info("memory")["used_memory"]) for s in servers)
+    next_memory = 0.0
+    while not stop.is_set():
+        key = keys[int(rng.integers(len(keys)))]
+        t0 = time.perf_counter()
+        read(key)
+        lat.append((time.perf_counter() - t0) * 1000)
+        times.append(time.time())
+        if times[-1] >= next_memory:
+            mem_t.append(times[-1])
+            mem.append(memory())
+            next_memory = times[-1] + 0.1
+        time.sleep(READ_EVERY_S)
+    out.send((times, lat, mem_t, mem))
+
+
+class Reader:
+    def __init__(self, kind: str, target: dict):
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self.recv, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_read_loop, args=(kind, target, self.stop, send), daemon=True)
+
+    def __enter__(self):
+        self.proc.start()
+        time.sleep(1.0)  # connected and reading
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.result = self.recv.recv()
+        self.proc.join(timeout=30)
+
+    def window(self, start: float, end: float) -> dict:
+        times, lat, mem_t, mem = (np.asarray(a) for a in self.result)
+        inside = (times >= start) & (times <= end)
+        m = mem[(mem_t >= start) & (mem_t <= end)]
+        if not inside.any():
+            return {"reads": 0}
+        lat = lat[inside]
+        return {"reads": int(inside.sum()), "p50_ms": round(float(np.percentile(lat, 50)), 3),
+                "p99_ms": round(float(np.percentile(lat, 99)), 3), "max_ms": round(float(lat.max()), 1),
+                "peak_bytes": int(m.max()) if len(m) else None}
+
+
+def _reader_target(cfg: Config, store, keys: list[str]) -> tuple[str, dict]:
+    import pyarrow as pa
+
+    from serving.online.encode import encode_batch
+
+    if cfg.feast.online_store == "sqlite":
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        tables_ = [_quote_id(_table_id(store.project, store.get_feature_view(v), False)) for v in tables.FEATURE_VIEWS]
+        enc = encode_batch(cfg, _key_table(cfg, keys, pa))
+        return "sqlite", {"path": str(cfg.path(cfg.feast.sqlite_path)), "tables": tables_, "keys": enc.entity_keys}
+    enc = encode_batch(cfg, _key_table(cfg, keys, pa))
+    namespaces = [redis_store.namespace(store, v) for v in tables.FEATURE_VIEWS]
+    return "redis", {"nodes": [n for n in cfg.feast.redis_connection.split(",") if "=" not in n],
+                     "cluster": cfg.feast.redis_type == "redis_cluster",
+                     "keys": [k + namespaces[0].project for k in enc.entity_keys],
+                     "fields": [f for ns in namespaces for f in ns.all_fields]}
+
+
+def _key_table(cfg: Config, keys: list[str], pa):
+    """An Arrow table of just enough columns for encode_batch to give the keys' entity keys."""
+    n = len(keys)
+    ts = pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc)] * n, pa.timestamp("us", tz="UTC"))
+    return pa.table({**{k: keys for k in cfg.data.task_key},
+                     tables.EMBEDDING: pa.array([[0.0] * cfg.model.embedding_dim] * n, pa.list_(pa.float32())),
+                     tables.N_SAMPLES: pa.array([1] * n, pa.int32()), tables.MODEL_VERSION: ["x"] * n,
+                     tables.EVENT_TIMESTAMP: ts, tables.CREATED_TIMESTAMP: ts})
+
+
+# ------------------------------------------------------------------ the run
+
+
+def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_engine: bool = True,
+                  executors: tuple[int, ...] = (1, 2), concurrent_reads: bool = False, sample: int = 1000,
+                  out=sys.stdout) -> dict:
+    from metaemb.daily import spark_writer
+
     root = cfg.path(cfg.pipeline.storage_root).resolve() / "_bench_publish"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    base = _sub_config(cfg, root, "data")
+    sub = dataclasses.replace(
+        cfg, pipeline=dataclasses.replace(cfg.pipeline, storage_root=str(root / "lake")),
+        feast=dataclasses.replace(cfg.feast, project="bench_publish", registry_path=str(root / "registry.db"),
+                                  sqlite_path=str(root / "online.db"), switch_grace_s=0.0, registry_ttl_s=0))
     t0 = time.perf_counter()
-    write_synthetic(base, spark, rows)
+    write_synthetic(sub, spark, rows)
     gen_s = time.perf_counter() - t0
+    redis = sub.feast.online_store == "redis"
+    paths = []  # (label, kind, how)
+    if stock:
+        paths.append(("stock materialize (local engine)", "materialize", "local"))
+        if spark_engine:
+            paths.append(("stock materialize (spark.engine)", "materialize", "spark"))
+    if redis:
+        paths += [("one transaction, driver", "one_transaction", None), ("redis-py pipeline, driver", "fast", "redis-py")]
+    paths.append(("batches, driver", "fast", None))
+    if redis:
+        paths += [(f"batches, executors x{n}", "fast", n) for n in executors]
 
-    # (method, Feast batch engine, label, Redis writer of the fast path: None = its own)
-    runs = [("materialize", "local", "stock materialize (local engine)", None)]
-    if spark_engine:
-        runs.append(("materialize", "spark", "stock materialize (spark.engine)", None))
-    if cfg.feast.online_store == "redis":
-        runs.append(("fast", "local", REDIS_PY_LABEL, redis_py_pipeline_write))
-    runs.append(("fast", "local", FAST_LABEL, None))
-    results = []
-    lookups = {}
-    keys = [{k: f"{k}_{i}" for k in cfg.data.task_key} for i in range(0, rows, max(1, rows // sample))]
-    for i, (method, engine, label, redis_write) in enumerate(runs):
-        sub = _sub_config(cfg, root, f"{method}_{engine}_{i}", batch_engine=engine)
-        if sub.feast.online_store == "redis":
-            _flush_redis_project(sub)
-        store = feast_repo.apply(sub)
-        try:
-            res = (publish.write_partition(sub, BENCH_DATE, method, store=store) if redis_write is None
-                   else _write_with(redis_write, sub, store))
-            err = None
-        except Exception as e:  # a stock engine that fails here is reported, not fatal
-            log.exception("%s failed", label)
-            res, err = None, f"{type(e).__name__}: {e}"[:300]
-        entry = {"path": label, "method": method, "engine": engine, "rows": rows,
-                 "seconds": round(res.seconds, 3) if res else None,
-                 "rows_per_s": round(rows / res.seconds) if res else None, "error": err}
-        if res and res.phases:
-            entry["phases_s"] = {k: round(v, 3) for k, v in res.phases.items()}
-        if res:
-            df = feast_repo.lookup(sub, keys, store=feast_repo.feature_store(sub))
-            lookups[label] = df.sort_values(cfg.data.task_key).reset_index(drop=True)
-            entry["looked_up"] = int(df[tables.EMBEDDING].notna().sum())
-        results.append(entry)
-
-    ref = lookups.get(runs[0][2])
-    identical = all(ref is not None and df.equals(ref) for df in lookups.values())
-    by_label = {r["path"]: r for r in results}
-    stock = results[0]["rows_per_s"]
-    fast = by_label[FAST_LABEL]["rows_per_s"]
-    redis_py = by_label.get(REDIS_PY_LABEL, {}).get("seconds")
-    report = {
-        "rows": rows, "online_store": cfg.feast.online_store, "embedding_dim": cfg.model.embedding_dim,
-        "generate_s": round(gen_s, 2), "runs": results, "lookups_identical": identical,
-        "sampled_keys": len(keys),
-        "speedup_fast_vs_stock": round(fast / stock, 1) if fast and stock else None,
-        "redis_py_vs_fast_seconds": round(redis_py / by_label[FAST_LABEL]["seconds"], 2)
-        if redis_py and fast else None,
-        "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
-    }
-    print(f"publish bench: {rows} rows x {cfg.model.embedding_dim} floats into {cfg.feast.online_store} "
-          f"(load avg {report['load_avg_1m']} on {report['cpus']} cpus)", file=out)
-    print(f"  {'path':<36} {'seconds':>9} {'rows/s':>10}", file=out)
-    for r in results:
-        if r["seconds"] is None:
-            print(f"  {r['path']:<36} {'failed':>9}  {r['error']}", file=out)
-        else:
-            extra = ("  " + " ".join(f"{k}={v}s" for k, v in r["phases_s"].items())) if "phases_s" in r else ""
-            print(f"  {r['path']:<36} {r['seconds']:>9.2f} {r['rows_per_s']:>10,}{extra}", file=out)
-    print(f"  fast / stock materialize: {report['speedup_fast_vs_stock']}x; "
-          f"lookups identical on {len(keys)} keys: {identical}", file=out)
-    if report["redis_py_vs_fast_seconds"]:
-        print(f"  redis-py pipeline / hand-packed RESP, whole publish: {report['redis_py_vs_fast_seconds']}x the seconds",
-              file=out)
-    if not keep:
-        shutil.rmtree(root, ignore_errors=True)
+    store = feast_repo.apply(sub)
+    publish.write_partition(sub, BENCH_DATE, "fast", store=store)  # a served day for the first path to replace
+    keys = [f"{sub.data.task_key[0]}_{i}" for i in range(0, rows, max(1, rows // sample))]
+    kind, target = _reader_target(sub, store, keys)
+    results, lookups = [], {}
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(Reader(kind, target)) if concurrent_reads else None
+        spans = []
+        for label, method, how in paths:
+            cfg_path = dataclasses.replace(sub, feast=dataclasses.replace(sub.feast, batch_engine=how)) \
+                if method == "materialize" else sub
+            store = feast_repo.feature_store(cfg_path)
+            start = time.time()
+            t = time.perf_counter()
+            entry = {"path": label, "rows": rows}
+            try:
+                if method == "one_transaction":
+                    one_transaction(cfg_path, store)
+                    entry["served_s"] = entry["total_s"] = time.perf_counter() - t
+                else:
+                    writer = (redis_py_writer if how == "redis-py" else
+                              spark_writer(spark, partitions=how) if isinstance(how, int) else None)
+                    res = publish.write_partition(cfg_path, BENCH_DATE, method, store=store, writer=writer)
+                    entry.update(served_s=res.seconds, total_s=time.perf_counter() - t,
+                                 phases_s={k: round(v, 3) for k, v in res.phases.items()})
+            except Exception as e:  # a stock engine that fails here is reported, not fatal
+                log.exception("%s failed", label)
+                entry["error"] = f"{type(e).__name__}: {e}"[:300]
+            spans.append((start, time.time()))
+            if "served_s" in entry:
+                entry["rows_per_s"] = round(rows / entry["served_s"])
+                df = feast_repo.lookup(sub, [{sub.data.task_key[0]: k} for k in keys])
+                lookups[label] = df.sort_values(sub.data.task_key).reset_index(drop=True)
+                entry["looked_up"] = int(df[tables.EMBEDDING].notna().sum())
+            results.append(entry)
+            time.sleep(1.0 if concurrent_reads else 0.0)  # the reader's quiet gap between paths
+    if reader is not None:
+        for entry, (start, end) in zip(results, spans):
+            entry["reader"] = reader.window(start, end)
+    first = next(iter(lookups.values()), None)
+    report = {"rows": rows, "online_store": sub.feast.online_store, "redis_type": sub.feast.redis_type,
+              "write_batch_rows": sub.feast.write_batch_rows, "embedding_dim": sub.model.embedding_dim,
+              "generate_s": round(gen_s, 2), "runs": results, "sampled_keys": len(keys),
+              "lookups_identical": all(first is not None and df.equals(first) for df in lookups.values()),
+              "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    _print(report, out)
+    shutil.rmtree(root, ignore_errors=True)
     return report
 
 
-def _write_with(writer, cfg: Config, store) -> "publish.WriteResult":
-    """The fast path with another Redis writer in place of serving.online.redis's: the same keys
-    check, encoding and registry record around it."""
-    t0 = time.perf_counter()
-    rows = day.check_keys(cfg, day.day_rows(cfg, BENCH_DATE))
-    t1 = time.perf_counter()
-    writer(store, publish.encoded_day(cfg, day.day_rows(cfg, BENCH_DATE)))
-    t2 = time.perf_counter()
-    publish.record_served(store, BENCH_DATE)
-    t3 = time.perf_counter()
-    return publish.WriteResult(rows=rows, seconds=t3 - t0, method="fast", interval=feast_repo.day_interval(BENCH_DATE),
-                               phases={"keys": t1 - t0, "write": t2 - t1, "registry": t3 - t2})
-
-
-def redis_py_pipeline_write(store, encoded) -> None:
-    """The fast path's Redis write done by redis-py: the same HSETs (of every encoded
-    batch) in one pipeline(transaction=True), i.e. MULTI/EXEC, packed and sent by the library."""
-    import redis
-
-    layout = redis_store.redis_layout(store)
-    pipe = layout.client.pipeline(transaction=True)
-    for enc in encoded:
-        rows = redis_store.redis_rows(layout, enc)
-        for i in range(enc.rows):
-            pipe.execute_command("HSET", *rows.hset_args(i))
-    try:
-        pipe.execute()
-    except redis.RedisError as e:
-        raise day.PublishError(f"redis MULTI/EXEC failed: {e}") from e
-
-
-def _flush_redis_project(cfg: Config) -> None:
-    """Drop a previous bench run's keys of this project (bench projects only)."""
-    assert cfg.feast.project.startswith("bench_")
-    store = feast_repo.feature_store(cfg)
-    client = store._get_provider().online_store._get_client(store.config.online_store)
-    suffix = cfg.feast.project.encode()
-    batch = [k for k in client.scan_iter(count=10000) if k.endswith(suffix)]
-    for i in range(0, len(batch), 10000):
-        client.delete(*batch[i:i + 10000])
-
+def _print(report: dict, out) -> None:
+    print(f"publish bench: {report['rows']:,} rows x {report['embedding_dim']} floats into {report['online_store']}"
+          f"{' (cluster)' if report['redis_type'] == 'redis_cluster' and report['online_store'] == 'redis' else ''}, "
+          f"batches of {report['write_batch_rows']:,} (load avg {report['load_avg_1m']} on {report['cpus']} cpus)",
+          file=out)
+    print(f"  {'path':<34} {'served s':>9} {'total s':>8} {'rows/s':>10}  reader p50 / p99 / max ms, peak MB",
+          file=out)
+    for r in report["runs"]:
+        if "error" in r:
+            print(f"  {r['path']:<34} {'failed':>9}  {r['error']}", file=out)
+            continue
+        rd = r.get("reader") or {}
+        read = (f"  {rd['p50_ms']:.2f} / {rd['p99_ms']:.2f} / {rd['max_ms']:.1f} ms ({rd['reads']:,} reads)"
+                + (f", {rd['peak_bytes'] / 2**20:,.0f} MB" if rd.get("peak_bytes") else "")) if rd.get("reads") else ""
+        print(f"  {r['path']:<34} {r['served_s']:>9.2f} {r['total_s']:>8.2f} {r['rows_per_s']:>10,}{read}", file=out)
+    print(f"  lookups identical on {report['sampled_keys']:,} keys: {report['lookups_identical']}", file=out)
 
 
 def run(args, cfg: Config) -> int:
+    from metaemb.testing import redis_server
     from pipelines.spark import get_spark
 
-    if args.online_store:
-        cfg = dataclasses.replace(cfg, feast=dataclasses.replace(cfg.feast, online_store=args.online_store))
-    spark = get_spark(cfg, app_name="metaemb-bench-publish")
-    report = bench_publish(cfg, spark, args.rows, spark_engine=not args.no_spark_engine)
+    with contextlib.ExitStack() as stack:
+        if args.online_store in ("redis", "redis_cluster"):
+            connection = stack.enter_context(redis_server.serve_cluster(3) if args.online_store == "redis_cluster"
+                                             else redis_server.serve())
+            cfg = dataclasses.replace(cfg, feast=dataclasses.replace(
+                cfg.feast, online_store="redis", redis_connection=connection,
+                redis_type="redis_cluster" if args.online_store == "redis_cluster" else "redis"))
+        elif args.online_store:
+            cfg = dataclasses.replace(cfg, feast=dataclasses.replace(cfg.feast, online_store=args.online_store))
+        spark = get_spark(cfg, app_name="metaemb-bench-publish")
+        report = bench_publish(cfg, spark, args.rows, stock=not args.no_stock, spark_engine=not args.no_spark_engine,
+                               executors=tuple(int(n) for n in args.executors.split(",") if n),
+                               concurrent_reads=args.concurrent_reads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

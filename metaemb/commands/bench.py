@@ -9,7 +9,8 @@ import importlib
 BENCHES = {
     "finetune": "batched fine-tune vs a per-task loop vs this machine's GEMM rate",
     "pipeline": "the full daily job on N synthetic tasks: time, rows/s, memory",
-    "publish": "N synthetic embeddings published by Feast's materialize and by the fast path",
+    "publish": "one day of N synthetic embeddings published by each path (stock materialize, one transaction, "
+               "batches from the driver or the executors), with a concurrent reader's latency",
     "online": "p50/p99 latency of Feast lookups (SDK, HTTP server) and of score, SQLite and Redis",
 }
 
@@ -51,8 +52,15 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
 
 
 def _publish_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, default=100_000)
-    p.add_argument("--online-store", choices=["sqlite", "redis"], default=None)
+    p.add_argument("--rows", type=int, default=100_000, help="tasks in the day (default 100000)")
+    p.add_argument("--online-store", choices=["sqlite", "redis", "redis_cluster"], default=None,
+                   help="redis / redis_cluster start a loopback redis-server / 3-master cluster here "
+                        "(default: the config's online store)")
+    p.add_argument("--concurrent-reads", action="store_true",
+                   help="a reader in another process reads one task every 2 ms all through each publish: "
+                        "its p50/p99/max latency and the server's peak memory")
+    p.add_argument("--executors", default="1,2", help="Redis: the executor-write runs, tasks in parallel (default 1,2)")
+    p.add_argument("--no-stock", action="store_true", help="skip Feast's stock materialize runs")
     p.add_argument("--no-spark-engine", action="store_true", help="skip Feast's spark.engine run")
     p.add_argument("--json", default=None, help="also write the report here")
 

@@ -35,8 +35,12 @@ def render(cfg, out: str | None) -> int:
 
 
 def apply(cfg) -> int:
-    from serving import feast_repo
+    """The service is pointed at the view the last publish switched readers to (it stays where it
+    is before any publish)."""
+    from serving import feast_repo, publish_log, slots
 
-    feast_repo.apply(cfg)
-    print(f"feast apply: project {cfg.feast.project}, online store {cfg.feast.online_store}", flush=True)
+    store = feast_repo.feature_store(cfg)
+    feast_repo.apply(cfg, store, served=publish_log.last_view(cfg))
+    print(f"feast apply: project {cfg.feast.project}, online store {cfg.feast.online_store}, readers see "
+          f"{slots.served_view(store)}", flush=True)
     return 0

@@ -1,6 +1,10 @@
-"""A real redis-server (Debian's package) on a free loopback port, for tests and benchmarks.
+"""A real redis-server (Debian's package) on free loopback ports, for tests and benchmarks: one
+server, or a Redis Cluster of several masters (`redis-server --cluster-enabled yes` each, joined
+by `redis-cli --cluster create`).
 
-    with serve() as connection:     # "127.0.0.1:PORT", what [feast] redis_connection takes
+    with serve() as connection:             # "127.0.0.1:PORT", what [feast] redis_connection takes
+        ...
+    with serve_cluster(3) as connection:    # "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" (redis_type = redis_cluster)
         ...
 """
 
@@ -11,36 +15,76 @@ import shutil
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Iterator
 
 from metaemb.testing.loopback import free_port, stop
 
 
+def _exe(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        raise RuntimeError(f"{name} is not installed: `bash scripts/install-services.sh` apt-get installs Debian's "
+                           "redis-server (it has redis-server and redis-cli)")
+    return exe
+
+
+def _start(folder: Path, port: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [_exe("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder), "--save", "",
+         "--appendonly", "no", "--daemonize", "no", "--logfile", str(folder / "redis.log"), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def serve() -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server is not installed: run `scripts/services.sh start redis` once "
-                           "(it apt-get installs Debian's redis-server)")
-    import redis
-
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="metaemb-redis-") as data:
-        proc = subprocess.Popen(
-            [exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", data, "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--logfile", f"{data}/redis.log"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = _start(Path(data), port)
         try:
-            _wait_for_ping(redis.Redis(host="127.0.0.1", port=port), port)
+            _wait_for_ping(port)
             yield f"127.0.0.1:{port}"
         finally:
             stop(proc)
 
 
-def _wait_for_ping(client, port: int) -> None:
+@contextlib.contextmanager
+def serve_cluster(masters: int = 3, timeout_s: float = 60) -> Iterator[str]:
+    """A Redis Cluster of `masters` masters (no replicas) on loopback, its 16384 slots shared out."""
     import redis
 
-    for _ in range(100):
+    ports = [free_port() for _ in range(masters)]
+    with tempfile.TemporaryDirectory(prefix="metaemb-redis-cluster-") as data:
+        procs = []
+        try:
+            for port in ports:
+                folder = Path(data) / str(port)
+                folder.mkdir()
+                procs.append(_start(folder, port, "--cluster-enabled", "yes", "--cluster-config-file",
+                                    str(folder / "nodes.conf"), "--cluster-node-timeout", "5000"))
+            for port in ports:
+                _wait_for_ping(port)
+            nodes = [f"127.0.0.1:{p}" for p in ports]
+            created = subprocess.run([_exe("redis-cli"), "--cluster", "create", *nodes, "--cluster-replicas", "0",
+                                      "--cluster-yes"], capture_output=True, text=True, timeout=timeout_s)
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]}{created.stderr[-2000:]}")
+            deadline = time.monotonic() + timeout_s
+            while not all(redis.Redis(port=p).cluster("info").get("cluster_state") == "ok" for p in ports):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the loopback Redis Cluster on {nodes} did not reach cluster_state:ok")
+                time.sleep(0.2)
+            yield ",".join(nodes)
+        finally:
+            for proc in procs:
+                stop(proc)
+
+
+def _wait_for_ping(port: int) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(200):
         try:
             if client.ping():
                 return

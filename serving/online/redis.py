@@ -1,5 +1,18 @@
-"""The day into Feast's Redis online store, in Feast's layout: one hash per entity (key = entity
-key + project), fields = the event timestamp and one per feature."""
+"""The day into Feast's Redis online store (a single server or a Redis Cluster), in Feast's
+layout: one hash per task (key = Feast's entity key + project), and per feature view a field for
+the event timestamp and one per feature (mmh3 of "<view>:<feature>").
+
+Each of the two feature views (serving/slots.py) is a Namespace: its own fields in every task's
+hash. A day is written into the namespace no reader looks at, as pipelines of [feast]
+write_batch_rows HSETs without a transaction: Redis serves other clients between the reads of
+a pipeline, so a reader waits for a few commands at most, never for the day (a MULTI/EXEC runs
+whole, serving nobody else). A namespace is removed by HDEL of its fields over a SCAN, in the
+same batches. A marker key per namespace says it may hold rows (set before the first write,
+deleted after a clean), so a publish killed half way is cleaned up by the next one.
+
+In a cluster every command goes to the node of its key's slot: one pipeline per node and batch,
+and no command spans two keys, so nothing needs a cross-slot transaction.
+"""
 
 from __future__ import annotations
 
@@ -8,52 +21,71 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from core import tables
 from core.config import Config
 from pipelines.faults import kill_point
 from serving.day import PublishError
-from serving.feast_repo import ENTITY_KEY_SERIALIZATION_VERSION
-from serving.online.encode import EncodedBatch
+from serving.feast_repo import ENTITY_KEY_SERIALIZATION_VERSION, redis_connection_string
+from serving.online.encode import EncodedBatch, encode_batch
 
 
-@dataclass
-class RedisLayout:
-    """Feast's Redis layout of the feature view: one hash per entity, key = entity key +
-    project, fields = the event timestamp and one per feature (mmh3 of "<view>:<feature>")."""
-    client: Any  # redis.Redis, Feast's client for this store
+@dataclass(frozen=True)
+class Namespace:
+    """One feature view's fields in every task's hash."""
+    view: str
     project: bytes
     ts_field: bytes
     fields: dict[str, bytes]  # feature name -> hash field
 
+    @property
+    def all_fields(self) -> list[bytes]:
+        return [self.ts_field, *self.fields.values()]
 
-def redis_layout(store) -> RedisLayout:
+    @property
+    def marker(self) -> bytes:
+        """A key no reader reads: present while the namespace may hold rows."""
+        return b"metaemb:" + self.project + b":holds:" + self.view.encode()
+
+
+def namespace(store, view: str) -> Namespace:
     from feast.infra.online_stores.helpers import _mmh3
     from feast.infra.online_stores.redis import _versioned_fv_name
 
-    config = store.config
-    fv = store.get_feature_view(tables.FEATURE_VIEW)
-    fv_name = _versioned_fv_name(fv, config)
-    return RedisLayout(client=store._get_provider().online_store._get_client(config.online_store),
-                       project=config.project.encode(), ts_field=f"_ts:{fv_name}".encode(),
-                       fields={f.name: _mmh3(f"{fv_name}:{f.name}") for f in fv.features})
+    fv = store.get_feature_view(view)
+    name = _versioned_fv_name(fv, store.config)
+    return Namespace(view=view, project=store.config.project.encode(), ts_field=f"_ts:{name}".encode(),
+                     fields={f.name: _mmh3(f"{name}:{f.name}") for f in fv.features})
+
+
+def connect(cfg: Config):
+    """A client of its own (redis.Redis, or redis.cluster.RedisCluster for redis_type =
+    redis_cluster), from the connection string Feast's store reads, parsed by Feast."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+    from redis import Redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    nodes, kwargs = RedisOnlineStore._parse_connection_string(redis_connection_string(cfg))
+    if cfg.feast.redis_type == "redis_cluster":
+        return RedisCluster(startup_nodes=[ClusterNode(n["host"], int(n["port"])) for n in nodes], **kwargs)
+    return Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+
+
+def holds(client, ns: Namespace) -> bool:
+    return bool(client.exists(ns.marker))
+
+
+def mark(client, ns: Namespace, what: str) -> None:
+    client.set(ns.marker, what.encode())
 
 
 @dataclass
 class RedisRows:
-    """One encoded batch as Feast's Redis store lays it out (RedisLayout)."""
-    layout: RedisLayout
+    """One encoded batch as the namespace lays it out."""
     keys: list[bytes]
     ts_values: list[bytes]  # serialized Timestamp per row
-    columns: list[list[bytes]]  # per layout field, the serialized ValueProto per row
-
-    def hset_args(self, i: int) -> list[bytes]:
-        args = [self.keys[i], self.layout.ts_field, self.ts_values[i]]
-        for field_, col in zip(self.layout.fields.values(), self.columns):
-            args += (field_, col[i])
-        return args
+    columns: list[list[bytes]]  # per namespace field, the serialized ValueProto per row
 
 
-def redis_rows(layout: RedisLayout, enc: EncodedBatch) -> RedisRows:
+def redis_rows(ns: Namespace, enc: EncodedBatch) -> RedisRows:
     from google.protobuf.timestamp_pb2 import Timestamp
 
     def ts_bytes(t: datetime) -> bytes:
@@ -62,9 +94,8 @@ def redis_rows(layout: RedisLayout, enc: EncodedBatch) -> RedisRows:
         return ts.SerializeToString()
 
     ts_by_value = {t: ts_bytes(t) for t in set(enc.event_ts)}
-    return RedisRows(layout=layout, keys=[k + layout.project for k in enc.entity_keys],
-                     ts_values=[ts_by_value[t] for t in enc.event_ts],
-                     columns=[enc.values[name] for name in layout.fields])
+    return RedisRows(keys=[k + ns.project for k in enc.entity_keys], ts_values=[ts_by_value[t] for t in enc.event_ts],
+                     columns=[enc.values[name] for name in ns.fields])
 
 
 def _resp_bulk(b: bytes) -> bytes:
@@ -72,15 +103,111 @@ def _resp_bulk(b: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
-def _project_entity_keys(cfg: Config, layout: RedisLayout) -> Iterator[bytes]:
-    """Every Redis key of this project's tasks (SCAN, streamed). A key is Feast's entity
-    key + project name; it is decoded whole, so a key of another project whose name ends
-    like this one's is never taken."""
+def packed_hsets(ns: Namespace, rows: RedisRows, idx: Iterable[int]) -> bytes:
+    """HSET key ts_field ts field value ... for rows idx, packed as RESP in one buffer: the
+    commands redis-py's pipeline would send, built in bulk (see write_day)."""
+    head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (1 + len(ns.fields)))
+    ts_field, fields = _resp_bulk(ns.ts_field), [_resp_bulk(f) for f in ns.fields.values()]
+    ts_resp: dict[bytes, bytes] = {}
+    out = []
+    for i in idx:
+        ts = rows.ts_values[i]
+        t = ts_resp.get(ts) or ts_resp.setdefault(ts, _resp_bulk(ts))
+        out += [head, _resp_bulk(rows.keys[i]), ts_field, t]
+        for field_, col in zip(fields, rows.columns):
+            out += (field_, _resp_bulk(col[i]))
+    return b"".join(out)
+
+
+def _packed_hdels(ns: Namespace, keys: list[bytes]) -> bytes:
+    head = b"*%d\r\n$4\r\nHDEL\r\n" % (2 + len(ns.all_fields))
+    fields = b"".join(_resp_bulk(f) for f in ns.all_fields)
+    return b"".join(head + _resp_bulk(k) + fields for k in keys)
+
+
+def _node_clients(client, keys: list[bytes]) -> Iterator[tuple[Any, list[int]]]:
+    """(the client of a node, the positions of its keys): one node for a single server."""
+    if not hasattr(client, "get_node_from_key"):
+        yield client, list(range(len(keys)))
+        return
+    by_node: dict[str, list[int]] = {}
+    nodes = {}
+    for i, key in enumerate(keys):
+        node = client.get_node_from_key(key)
+        by_node.setdefault(node.name, []).append(i)
+        nodes[node.name] = node
+    for name, idx in by_node.items():
+        yield client.get_redis_connection(nodes[name]), idx
+
+
+def _send(node_client, packed: bytes, replies: int) -> None:
+    """One pipeline on one connection: the packed commands, then their replies."""
+    from redis.exceptions import RedisError
+
+    pool = node_client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([packed], check_health=False)
+        for _ in range(replies):
+            conn.read_response()
+    except RedisError as e:
+        conn.disconnect()
+        raise PublishError(f"redis refused a write ({e}); nothing switched: rerun the publish") from e
+    except BaseException:
+        conn.disconnect()  # never hand a connection with unread replies back to the pool
+        raise
+    finally:
+        pool.release(conn)
+
+
+def write_day(client, ns: Namespace, encoded: Iterable[EncodedBatch], batch_rows: int) -> int:
+    """Write the encoded batches into ns, batch_rows HSETs per pipeline and node; the rows written.
+
+    The HSETs are packed here as RESP rather than sent through redis-py's pipeline: the library
+    made the whole publish of a 100k-row day 1.3x-1.6x slower, median 5.29 s against 3.26 s over
+    8 interleaved repeats (`metaemb bench publish --rows 100000 --online-store redis`;
+    docs/benchmarks.md)."""
+    written, paused = 0, False
+    for enc in encoded:
+        rows = redis_rows(ns, enc)
+        for lo in range(0, enc.rows, batch_rows):
+            span = list(range(lo, min(lo + batch_rows, enc.rows)))
+            keys = [rows.keys[i] for i in span]
+            for node_client, idx in _node_clients(client, keys):
+                _send(node_client, packed_hsets(ns, rows, [span[j] for j in idx]), len(idx))
+            written += len(span)
+            if not paused:
+                paused = True
+                kill_point("redis:mid-write")
+    return written
+
+
+def write_arrow_batches(cfg: Config, ns: Namespace, batches: Iterator) -> Iterator:
+    """mapInArrow's function on a Spark executor: this task's rows of the day into ns, on a
+    connection of its own; yields one batch with the count."""
+    import pyarrow as pa
+
+    client = connect(cfg)
+    try:
+        rows = write_day(client, ns, (encode_batch(cfg, pa.Table.from_batches([b])) for b in batches),
+                         cfg.feast.write_batch_rows)
+    finally:
+        client.close()
+    yield pa.RecordBatch.from_pydict({"rows": [rows]})
+
+
+def _scan_pattern(project: bytes) -> bytes:
+    return b"*" + b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in project)
+
+
+def _project_keys(cfg: Config, node_client, project: bytes, count: int) -> Iterator[bytes]:
+    """Every key of this project's tasks on one server (SCAN, streamed). A key is Feast's entity
+    key + project name; it is decoded whole, so a key of another project whose name ends like
+    this one's is never taken."""
     from feast.infra.key_encoding_utils import deserialize_entity_key
 
-    project, join_keys = layout.project, sorted(cfg.data.task_key)
-    pattern = b"*" + b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in project)
-    for key in layout.client.scan_iter(match=pattern, count=1000):
+    join_keys = sorted(cfg.data.task_key)
+    for key in node_client.scan_iter(match=_scan_pattern(project), count=count):
         try:
             entity = deserialize_entity_key(key[: len(key) - len(project)], ENTITY_KEY_SERIALIZATION_VERSION)
         except (ValueError, struct.error, UnicodeDecodeError):
@@ -89,65 +216,25 @@ def _project_entity_keys(cfg: Config, layout: RedisLayout) -> Iterator[bytes]:
             yield key
 
 
-def write_day(store, cfg: Config, encoded: Iterable[EncodedBatch], replace_all: bool = False) -> None:
-    """One MULTI/EXEC for the whole day, fed batch by batch (encoded): Redis applies all of
-    it or (killed client) none. replace_all (a version switch): the same transaction first
-    removes the feature view's fields from every task of the project (their hashes vanish),
-    then sets the day's rows.
-
-    The HSETs are packed here as RESP rather than sent through redis-py's
-    `pipeline(transaction=True)` (the same MULTI/EXEC): the library made the whole publish of
-    a 100k-row day 1.3x-1.6x slower, median 5.29 s against 3.26 s over 8 interleaved repeats
-    (`metaemb bench publish --rows 100000 --online-store redis` runs both; docs/benchmarks.md).
-    """
-    layout = redis_layout(store)
-    head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (1 + len(layout.fields)))
-    ts_field, fields = _resp_bulk(layout.ts_field), [_resp_bulk(f) for f in layout.fields.values()]
-
-    def packed(rows: RedisRows, lo: int, hi: int) -> bytes:
-        ts_resp = {v: _resp_bulk(v) for v in set(rows.ts_values[lo:hi])}
-        out = []
-        for i in range(lo, hi):
-            out += [head, _resp_bulk(rows.keys[i]), ts_field, ts_resp[rows.ts_values[i]]]
-            for field_, col in zip(fields, rows.columns):
-                out += (field_, _resp_bulk(col[i]))
-        return b"".join(out)
-
-    # MULTI, the day's HSETs streamed in chunks, EXEC -- on one connection. Redis queues
-    # the commands and runs them only at EXEC, atomically; if this process dies before
-    # EXEC reaches the server, the connection drops and Redis discards the whole queue.
-    conn = layout.client.connection_pool.get_connection()
-    queued, chunk, paused = 0, 5000, False
-    try:
-        conn.send_command("MULTI")
-        if replace_all:  # SCAN runs on another connection: it sees the store before this transaction
-            for key in _project_entity_keys(cfg, layout):
-                conn.send_command("HDEL", key, layout.ts_field, *layout.fields.values())
-                queued += 1
-        for enc in encoded:
-            rows = redis_rows(layout, enc)
-            for lo in range(0, enc.rows, chunk):
-                conn.send_packed_command([packed(rows, lo, min(lo + chunk, enc.rows))], check_health=False)
+def clean(cfg: Config, client, ns: Namespace, batch_rows: int) -> int:
+    """Remove ns's fields from every task's hash (a hash left empty goes with them), batch_rows
+    HDELs per pipeline, on each server of its own keys; then the marker. The keys touched."""
+    servers = ([client.get_redis_connection(n) for n in client.get_primaries()]
+               if hasattr(client, "get_primaries") else [client])
+    touched, paused = 0, False
+    for server in servers:
+        batch: list[bytes] = []
+        for key in _project_keys(cfg, server, ns.project, batch_rows):
+            batch.append(key)
+            if len(batch) == batch_rows:
+                _send(server, _packed_hdels(ns, batch), len(batch))
+                touched += len(batch)
+                batch = []
                 if not paused:
                     paused = True
-                    kill_point("redis:mid-multi")
-            queued += enc.rows
-        conn.send_command("EXEC")
-        first = conn.read_response()
-        if first not in (b"OK", "OK", True):
-            raise PublishError(f"redis MULTI failed: {first!r}")
-        for _ in range(queued):
-            reply = conn.read_response()  # QUEUED (an error here aborts the EXEC)
-            if isinstance(reply, Exception):
-                raise PublishError(f"redis refused a queued command: {reply}")
-        result = conn.read_response()
-        if result is None or isinstance(result, Exception):
-            raise PublishError(f"redis EXEC failed: {result!r}")
-        errors = [r for r in result if isinstance(r, Exception)]
-        if errors:
-            raise PublishError(f"redis EXEC: {len(errors)} commands failed, first: {errors[0]}")
-    except BaseException:
-        conn.disconnect()  # never hand a connection with a half-sent MULTI back to the pool
-        raise
-    finally:
-        layout.client.connection_pool.release(conn)
+                    kill_point("redis:mid-clean")
+        if batch:
+            _send(server, _packed_hdels(ns, batch), len(batch))
+            touched += len(batch)
+    client.delete(ns.marker)
+    return touched

@@ -1,12 +1,12 @@
-"""The day into Feast's SQLite online store: one transaction for the whole day through the
-store's own connection (WAL journal: readers keep the last committed day until COMMIT, and a
-kill -9 before it leaves nothing of the new day)."""
+"""The day into Feast's SQLite online store, where each of the two feature views
+(serving/slots.py) is a table of its own: one transaction replaces the table no reader looks at
+with the day, through the store's own connection. WAL journal: readers of the served table are
+never blocked by the writer, and a kill -9 before COMMIT leaves nothing of the new day."""
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from core import tables
 from pipelines.faults import kill_point
 from serving.online.encode import EncodedBatch
 
@@ -26,20 +26,35 @@ def _sqlite_adapted(values: list) -> list:
     return out
 
 
-def write_day(store, encoded: Iterable[EncodedBatch], rows: int, replace_all: bool = False) -> None:
-    """One transaction for the whole day, through the Feast SQLite store's connection, fed
-    batch by batch (encoded); replace_all: the day's rows replace the table's (tasks the day
-    lacks go). rows: the day's row count (where the kill point sits)."""
+def _table(store, view: str) -> tuple[Any, str]:
+    """(the Feast SQLite store's connection, the quoted table of the view)."""
     from feast.infra.online_stores.sqlite import _quote_id, _table_id
 
     config = store.config
-    fv = store.get_feature_view(tables.FEATURE_VIEW)
-    online = store._get_provider().online_store
-    conn = online._get_conn(config)
-    table = _table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
+    conn = store._get_provider().online_store._get_conn(config)
+    table = _table_id(config.project, store.get_feature_view(view), config.registry.enable_online_feature_view_versioning)
+    return conn, _quote_id(table)
+
+
+def holds(store, view: str) -> bool:
+    conn, table = _table(store, view)
+    return conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+
+
+def clean(store, view: str) -> None:
+    """Empty the view's table (one transaction)."""
+    conn, table = _table(store, view)
+    with conn:
+        conn.execute(f"DELETE FROM {table}")
+
+
+def write_day(store, view: str, encoded: Iterable[EncodedBatch], rows: int) -> None:
+    """One transaction: the view's table emptied and filled with the day, fed batch by batch
+    (encoded). rows: the day's row count (where the kill point sits)."""
+    conn, table = _table(store, view)
     cols = ["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"]
     upsert = (
-        f"INSERT INTO {_quote_id(table)} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
         "ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
         + ", ".join(f"{c} = excluded.{c}" for c in cols[2:])
     )
@@ -55,8 +70,7 @@ def write_day(store, encoded: Iterable[EncodedBatch], rows: int, replace_all: bo
     head = upsert[: upsert.index(" VALUES ")] + " VALUES "
     written, paused = 0, False
     with conn:  # BEGIN ... COMMIT (ROLLBACK on error)
-        if replace_all:
-            conn.execute(f"DELETE FROM {_quote_id(table)}")
+        conn.execute(f"DELETE FROM {table}")
         for enc in encoded:
             names = sorted(enc.values)
             per_ent = max(1, per_stmt // len(names))

@@ -19,12 +19,13 @@ import pytest
 
 from core import config as config_mod
 from core import tables
-from serving import day, feast_repo, publish, publish_log
+from serving import day, feast_repo, publish, publish_log, slots
 from serving.gate import GateError
 from serving.online import encode
+from serving.online import redis as redis_store
 from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
-from project_helpers import make_config
+from project_helpers import make_config, online_store_config
 from serving_helpers import random_embeddings, write_meta_embeddings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -42,13 +43,24 @@ def all_rows(cfg, n=N):
 
 
 def sqlite_dump(cfg) -> list:
+    """The rows of the served view's table."""
     con = sqlite3.connect(cfg.path(cfg.feast.sqlite_path))
     try:
         return con.execute(
-            f"SELECT entity_key, feature_name, value, event_ts FROM {cfg.feast.project}_meta_embedding "
+            f"SELECT entity_key, feature_name, value, event_ts FROM {cfg.feast.project}_{served_view(cfg)} "
             "ORDER BY entity_key, feature_name").fetchall()
     finally:
         con.close()
+
+
+def served_view(cfg) -> str:
+    return slots.served_view(feast_repo.feature_store(cfg))
+
+
+def served_intervals(cfg) -> list:
+    """The materialization intervals the registry records for the served view."""
+    store = feast_repo.feature_store(cfg)
+    return [tuple(i) for i in store.get_feature_view(slots.served_view(store)).materialization_intervals]
 
 
 # ------------------------------------------------------------------ repo / apply
@@ -87,10 +99,11 @@ def test_feast_cli_apply_on_the_repo_as_written(spark, tmp_path):
                           env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     store = feast_repo.feature_store(cfg)
-    fv = store.get_feature_view("meta_embedding")
-    assert [f.name for f in fv.features] == ["embedding", "n_samples", "model_version"]
-    assert fv.batch_source.path == str(cfg.table_location(tables.META_EMBEDDINGS))
-    assert store.get_feature_service("metaemb").name == "metaemb"
+    for view in tables.FEATURE_VIEWS:
+        fv = store.get_feature_view(view)
+        assert [f.name for f in fv.features] == ["embedding", "n_samples", "model_version"]
+        assert fv.batch_source.path == str(cfg.table_location(tables.META_EMBEDDINGS))
+    assert slots.served_view(store) == tables.FEATURE_VIEWS[0]
     assert sorted(e.name for e in store.list_entities()) == ["user_id"]
     # ...and a publish + lookup through the CLI-applied registry works
     publish.write_partition(cfg, D1, "fast", store=store)
@@ -128,18 +141,17 @@ def test_fast_and_materialize_give_identical_lookups(spark, tmp_path, online, re
     np.testing.assert_array_equal(np.asarray(row["embedding"], dtype=np.float32), emb1[7])
     assert row["model_version"] == "m1" and int(row["n_samples"]) == 8
     assert la[la.user_id == "missing"]["embedding"].isna().all()
-    # the registry knows both stores were materialized for the same interval
-    ia = feast_repo.feature_store(a).get_feature_view("meta_embedding").materialization_intervals
-    ib = feast_repo.feature_store(b).get_feature_view("meta_embedding").materialization_intervals
-    assert ia == ib == [feast_repo.day_interval(D1)]
-    # day 2: a subset of keys with new values -> both paths agree again (upsert semantics)
+    # the registry knows both stores serve the same interval, from the same namespace
+    assert served_intervals(a) == served_intervals(b) == [slots.day_interval(D1)]
+    assert served_view(a) == served_view(b) == tables.FEATURE_VIEWS[1]
+    # day 2: a subset of keys with new values -> both paths agree again, and serve day 2 alone
     emb2 = random_embeddings(N, seed=2) * 0.1 + emb1  # small drift
     write_meta_embeddings(spark, a, D2, keys(150), emb2[:150], model_version="m2")
     publish.write_partition(a, D2, "fast")
     publish.write_partition(b, D2, "materialize")
     la2, lb2 = all_rows(a), all_rows(b)
     assert la2.equals(lb2)
-    assert (la2.model_version == "m2").sum() == 150 and (la2.model_version == "m1").sum() == N - 150
+    assert (la2.model_version == "m2").sum() == 150 and la2.embedding.isna().sum() == N - 150 + 1
 
 
 @pytest.mark.spark
@@ -152,8 +164,7 @@ def test_republish_same_date_is_idempotent(spark, cfg):
     assert res.status == "published" and res.rows == N
     assert all_rows(cfg).equals(before)
     assert sqlite_dump(cfg) == dump1 and len(dump1) == 3 * N
-    fv = feast_repo.feature_store(cfg).get_feature_view("meta_embedding")
-    assert {tuple(i) for i in fv.materialization_intervals} == {feast_repo.day_interval(D1)}
+    assert set(served_intervals(cfg)) == {slots.day_interval(D1)}
     log = publish_log.publish_log(cfg)
     assert [(r.run_date, r.status, r.rows, r.method) for r in log.itertuples()] == [(D1, "published", N, "fast")] * 2
 
@@ -193,8 +204,7 @@ def test_gate_blocks_nan_and_row_drop_and_leaves_store_untouched(spark, cfg):
 
     statuses = list(publish_log.publish_log(cfg)["status"])
     assert statuses == ["published", "blocked", "blocked", "blocked"]
-    fv = feast_repo.feature_store(cfg).get_feature_view("meta_embedding")
-    assert [tuple(i) for i in fv.materialization_intervals] == [feast_repo.day_interval(D1)]
+    assert served_intervals(cfg) == [slots.day_interval(D1)]
 
 
 # ------------------------------------------------------------------------ kill -9
@@ -206,6 +216,7 @@ from core import config as config_mod
 from serving import day
 from serving import feast_repo
 from serving.online import encode
+from serving.online import redis as redis_store
 from serving import publish
 cfg = config_mod.from_dict(json.loads(sys.argv[1]), source="<child>", base_dir=sys.argv[2])
 publish.write_partition(cfg, date.fromisoformat(sys.argv[3]), "fast")  # reads the day through delta-rs
@@ -234,13 +245,37 @@ def _publish_in_child(cfg, run_date, tmp_path, pause_at=None):
     return proc
 
 
+def rows_in(cfg, view: str) -> int:
+    """Rows (SQLite) or task hashes (Redis) that hold the view's namespace."""
+    store = feast_repo.feature_store(cfg)
+    if cfg.feast.online_store == "sqlite":
+        con = sqlite3.connect(cfg.path(cfg.feast.sqlite_path))
+        try:
+            return con.execute(f"SELECT COUNT(*) FROM {cfg.feast.project}_{view}").fetchone()[0]
+        finally:
+            con.close()
+    client, ns = redis_store.connect(cfg), redis_store.namespace(store, view)
+    try:
+        return sum(bool(client.hexists(k, ns.ts_field)) for k in client.scan_iter(match=b"*" + ns.project))
+    finally:
+        client.close()
+
+
+KILLS = [("sqlite", "sqlite:mid-transaction", D1), ("sqlite", "publish:after-switch", D2)] + [
+    pytest.param("redis", where, serves, marks=pytest.mark.services)
+    for where, serves in (("redis:mid-write", D1), ("publish:before-switch", D1), ("publish:after-switch", D2),
+                          ("redis:mid-clean", D2))] + [
+    pytest.param("redis_cluster", where, serves, marks=pytest.mark.services)
+    for where, serves in (("redis:mid-write", D1), ("redis:mid-clean", D2))]
+
+
 @pytest.mark.spark
-@pytest.mark.parametrize("online,pause_at", [("sqlite", "sqlite:mid-transaction"),
-                                             pytest.param("redis", "redis:mid-multi", marks=pytest.mark.services)])
-def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at, request):
-    extra = {"project": "killtest"}
-    if online == "redis":
-        extra.update(online_store="redis", redis_connection=request.getfixturevalue("redis_server"))
+@pytest.mark.parametrize("online,pause_at,serves", KILLS)
+def test_kill9_mid_publish_serves_one_whole_day(spark, tmp_path, online, pause_at, serves, request):
+    """Killed before the switch: day 1 stays served; after it: day 2 is. Either way whole, and a
+    rerun completes and leaves only the served namespace."""
+    extra = {"project": f"killtest_{pause_at.replace(':', '_').replace('-', '_')}", "write_batch_rows": 100,
+             **online_store_config(online, request)}
     cfg = make_config(tmp_path, feast=extra)
     n = 1000
     emb1, emb2 = random_embeddings(n, seed=8), random_embeddings(n, seed=9)
@@ -252,24 +287,25 @@ def test_kill9_mid_publish_keeps_previous_day(spark, tmp_path, online, pause_at,
     write_meta_embeddings(spark, cfg, D2, keys(n), emb2, model_version="day2")
     proc = _publish_in_child(cfg, D2, tmp_path, pause_at=pause_at)
     try:
-        # while the child holds its uncommitted day-2 transaction, readers still get day 1
-        assert all_rows(cfg, n).equals(day1)
+        paused = all_rows(cfg, n)  # what readers get while the child is parked there
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     after = all_rows(cfg, n)
-    assert after.equals(day1), "a killed publish left a mix of two days"
-    fv = feast_repo.feature_store(cfg).get_feature_view("meta_embedding")
-    assert [tuple(i) for i in fv.materialization_intervals] == [feast_repo.day_interval(D1)]
+    assert set(after.model_version.dropna()) == {"day1" if serves == D1 else "day2"}, "readers see a mix of two days"
+    assert after.equals(paused) and (after.equals(day1) if serves == D1 else True)
+    assert served_intervals(cfg)[-1] == slots.day_interval(serves)
 
-    # a rerun completes and serves the whole of day 2
+    # a rerun completes, serves the whole of day 2, and leaves nothing in the other namespace
     publish.write_partition(cfg, D2, "fast")
     day2 = all_rows(cfg, n)
     assert set(day2.model_version.dropna()) == {"day2"}
     got = np.stack(day2[day2.user_id != "missing"].sort_values(
         "user_id", key=lambda s: s.str[1:].astype(int))["embedding"].to_numpy()).astype(np.float32)
     np.testing.assert_array_equal(got, emb2)
+    assert rows_in(cfg, slots.other_view(served_view(cfg))) == 0
+    assert rows_in(cfg, served_view(cfg)) == (3 * n if online == "sqlite" else n)
 
 
 @pytest.mark.spark

@@ -13,7 +13,7 @@ from core import tables
 from pipelines import lake, spark_io
 from serving import check as check_stage, day, feast_repo, publish
 
-from project_helpers import make_config
+from project_helpers import make_config, online_store_config
 from serving_helpers import random_embeddings, write_meta_embeddings
 
 pytestmark = pytest.mark.spark
@@ -33,9 +33,7 @@ def _write_day(spark, cfg, run_date, keys, emb):
 
 @pytest.mark.parametrize("online", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
 def test_small_batches_give_what_one_batch_gives(spark, tmp_path, online, request):
-    extra = {}
-    if online == "redis":
-        extra = {"online_store": "redis", "redis_connection": request.getfixturevalue("redis_server")}
+    extra = online_store_config(online, request)
     emb1 = random_embeddings(N, seed=21)
     by_key = dict(zip(OLD, emb1))
     emb2 = np.stack([by_key.get(k, np.zeros(32, np.float32)) for k in NEW]) + 0.3 * random_embeddings(len(NEW), seed=22)
@@ -63,11 +61,12 @@ def test_small_batches_give_what_one_batch_gives(spark, tmp_path, online, reques
         assert g.mean_drift == pytest.approx(1 - cosine, abs=1e-9)
         assert g.mean_norm == pytest.approx(np.linalg.norm(emb2.astype(np.float64), axis=1).mean(), rel=1e-9)
     assert whole_check == small_check and whole_check["rows"] == len(NEW) and whole_check["sampled_lookups"] == 20
-    # the online store: day 2's tasks serve day 2, the 50 that left still serve day 1
+    # the online store serves day 2 alone: its tasks serve day 2, the 50 that left have no row
     assert small_rows.equals(whole_rows)
     served = dict(zip(small_rows.user_id, small_rows.embedding))
     np.testing.assert_array_equal(np.asarray(served["n3"], np.float32), emb2[NEW.index("n3")])
-    np.testing.assert_array_equal(np.asarray(served["u7"], np.float32), emb1[7])
+    np.testing.assert_array_equal(np.asarray(served["u60"], np.float32), emb2[NEW.index("u60")])
+    assert all(served[k] is None or np.isnan(served[k]).all() for k in OLD[:50])
 
 
 def test_duplicate_keys_in_different_batches_are_refused(spark, tmp_path):

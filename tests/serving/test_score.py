@@ -22,7 +22,7 @@ from models.blocks import init_params
 from models.onnx_export import global_logits
 from models.blocks import ModelSpec
 from pipelines.train import export_artifact
-from serving import feast_repo
+from serving import feast_repo, slots
 from serving import publish
 from serving.onnx_runtime import load_artifact, load_for_version
 from serving.score import OnlineStoreError, ScoreError, score
@@ -61,8 +61,10 @@ def day_table(keys, emb: np.ndarray, run_date: date, model_version: str) -> pa.T
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """Model A online for USERS (day 1); model C's version on OTHERS (day 2) with 8-long rows;
-    B is LATEST and has nothing online. Each model's artifact is exported beside it."""
+    """Model A online for USERS (day 1); rows of model C's version for OTHERS, 8 long, written
+    into the served namespace by someone else than a publish (Feast's write_to_online_store: a
+    publish serves one version only); B is LATEST and has nothing online. Each model's artifact
+    is exported beside it."""
     tmp = tmp_path_factory.mktemp("score")
     cfg = make_config(tmp, model={"embedding_dim": 8})
     models = cfg.path(cfg.model.checkpoint_dir)
@@ -73,8 +75,9 @@ def served(tmp_path_factory):
     store = feast_repo.apply(cfg)
     publish.write_partition(cfg, D1, "fast", store=store, table=day_table(
         USERS, random_embeddings(len(USERS), 8, seed=1), D1, a.version))
-    publish.write_partition(cfg, D2, "fast", store=store, table=day_table(
-        OTHERS, random_embeddings(len(OTHERS), 8), D2, c.version))
+    others = day_table(OTHERS, random_embeddings(len(OTHERS), 8), D2, c.version).to_pandas()
+    store = feast_repo.feature_store(cfg)
+    store.write_to_online_store(slots.served_view(store), others)
     return cfg, a, b, c, tmp
 
 

@@ -1,6 +1,7 @@
-"""A model version switch on the online store (SQLite and a real Redis, no Spark): the write
-that switches replaces every online row in its one transaction, and leaves another project's
-rows alone; the gate refuses a partition that holds two model versions."""
+"""A model version switch on the online store (SQLite and a real Redis, no Spark): every publish
+serves its day alone, so after a switch no online row of the old version is left (tasks the new
+day lacks have none), another project's rows are left alone, and the gate refuses a partition
+that holds two model versions."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import pyarrow as pa
 import pytest
 
 from core import tables
-from serving import day
 from serving import feast_repo
 from serving import publish
 from serving.gate import GateError, check_gate
 
-from project_helpers import make_config
+from project_helpers import make_config, online_store_config
 from serving_helpers import event_ts, random_embeddings
 
 D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
@@ -39,22 +39,20 @@ def versions_online(cfg) -> dict:
 
 @pytest.mark.parametrize("batch_rows", [65_536, 3])  # 3: the day and the evictions span many batches
 @pytest.mark.parametrize("online", [pytest.param("sqlite", marks=pytest.mark.unit),
-                                    pytest.param("redis", marks=pytest.mark.services)])
+                                    pytest.param("redis", marks=pytest.mark.services),
+                                    pytest.param("redis_cluster", marks=pytest.mark.services)])
 def test_a_switch_leaves_only_the_new_versions_rows(tmp_path, online, batch_rows, request):
     def config(name, project):
-        feast = {"project": project, "batch_rows": batch_rows}
-        if online == "redis":
-            feast.update(online_store="redis", redis_connection=request.getfixturevalue("redis_server"))
+        feast = {"project": project, "batch_rows": batch_rows, "write_batch_rows": batch_rows,
+                 **online_store_config(online, request)}
         return make_config(tmp_path / name, model={"embedding_dim": 8}, feast=feast)
 
     cfg, neighbour = config("own", f"switch_{online}{batch_rows}"), config("other", f"x_switch_{online}{batch_rows}")
     for c in (cfg, neighbour):
         publish.write_partition(c, D1, "fast", store=feast_repo.apply(c), table=day_table(KEYS, D1, "v1"))
-    publish.write_partition(cfg, D2, "fast", table=day_table(KEYS[:20], D2, "v2"), replace_all=True)
+    publish.write_partition(cfg, D2, "fast", table=day_table(KEYS[:20], D2, "v2"))
     assert versions_online(cfg) == {k: "v2" if i < 20 else None for i, k in enumerate(KEYS)}
     assert set(versions_online(neighbour).values()) == {"v1"}  # a project whose name ends like ours
-    with pytest.raises(day.PublishError, match="only publish_method = 'fast' does"):
-        publish.write_partition(cfg, D2, "materialize", replace_all=True)
 
 
 @pytest.mark.unit
