@@ -17,7 +17,7 @@ import pandas as pd
 from core import stages, tables
 from core.config import Config
 from pipelines import lake
-from serving.publish_log import publish_log
+from serving.publish_log import last_view, publish_log
 
 PUBLISH_COLUMNS = ["run_date", "logged_at", "status", "rows", "row_ratio", "mean_norm", "mean_drift", "message",
                    "model_version", "switched_from"]
@@ -109,6 +109,7 @@ def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = 
         plot(days, Path(plot_path))
     if as_json:
         progress(json.dumps({"days": days, "latest_published": latest, "served_model": model,
+                             "online_view": last_view(cfg),
                              "expected": str(expect), "fresh": fresh}, indent=2))
         return 0 if fresh else 1
     if not days:
@@ -126,8 +127,9 @@ def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = 
     if model and model["model_version"]:
         progress(f"served model version: {model['model_version']} since {model['since_run_date']} (at {model['since']}"
                  + (f"; switched from {model['switched_from']})" if model["switched_from"] else ")"))
+    view = last_view(cfg)
     progress(f"latest published: {latest or 'none'}" + (f" (at {when})" if when else "")
-             + f"; expected {expect}: {'OK' if fresh else 'STALE'}")
+             + (f" in {view}" if view else "") + f"; expected {expect}: {'OK' if fresh else 'STALE'}")
     if plot_path:
         progress(f"plot: {plot_path}")
     return 0 if fresh else 1

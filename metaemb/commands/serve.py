@@ -18,8 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=6566, help="port (Feast's default: 6566)")
     p.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (default 1)")
-    p.add_argument("--registry-ttl", type=int, default=5, metavar="SECONDS",
-                   help="how often the server re-reads the registry, so a newly published day shows (default 5)")
+    p.add_argument("--registry-ttl", type=int, metavar="SECONDS",
+                   help="how often the server re-reads the registry, so a newly published day shows (default: "
+                        "[feast] registry_ttl_s; a publish keeps the day before for switch_grace_s after switching)")
     p.add_argument("--max-requests", type=int, default=0, metavar="N",
                    help="recycle a worker after about N requests (0: never, the default). Feast's own default "
                         "(1000) restarts the worker mid-traffic: with one worker its clients get connection resets")
@@ -40,6 +41,6 @@ def run(args, cfg) -> int:
           f"online store {cfg.feast.online_store}, {args.workers} worker(s)); POST /get-online-features",
           flush=True)
     store.serve(host=args.host, port=args.port, workers=args.workers, no_access_log=not args.access_log,
-                registry_ttl_sec=args.registry_ttl, max_requests=args.max_requests,
+                registry_ttl_sec=args.registry_ttl or max(1, cfg.feast.registry_ttl_s), max_requests=args.max_requests,
                 max_requests_jitter=args.max_requests // 20)
     return 0

@@ -123,3 +123,14 @@ def test_config_drives_master_retries_and_schedule(tmp_path):
     assert all(t["retries"] == 3 and t["retry_delay_s"] == 120 for t in daily["tasks"].values())
     assert all(t["pool"] == "default_pool" for t in daily["tasks"].values())
     assert out["dags"]["metaemb_retrain"]["timetable"] == "NullTimetable"
+
+
+def test_executor_writes_make_publish_a_spark_submit(tmp_path):
+    """[feast] write_from = "spark": the publish task submits metaemb/jobs.py (its executors write
+    the day); check stays a plain Python task."""
+    out, cfg = _probe(tmp_path, feast={"online_store": "redis", "write_from": "spark"})
+    assert out["errors"] == {}, out["errors"]
+    tasks = out["dags"]["metaemb_daily"]["tasks"]
+    assert tasks["publish"]["is_spark_submit"] and tasks["publish"]["application_args"][:2] == ["--stage", "publish"]
+    assert tasks["publish"]["upstream"] == ["embed"] and tasks["check"]["upstream"] == ["publish"]
+    assert tasks["check"]["type"] == "PythonOperator"

@@ -51,6 +51,9 @@ def test_unknown_section(tmp_path):
     ('[feast]\nonline_store = "memcached"\n', r"online_store = 'memcached'; expected one of"),
     ('[pipeline]\nwindow_days = "30"\n', r"window_days must be int"),
     ("[data]\ntask_key = []\n", r"task_key must name at least one column"),
+    ('[feast]\nwrite_from = "spark"\n', r'write_from = "spark" needs online_store = "redis"'),
+    ("[feast]\nregistry_ttl_s = 30\nswitch_grace_s = 10\n", r"switch_grace_s = 10 must be longer than registry_ttl_s = 30"),
+    ("[feast]\nwrite_batch_rows = 0\n", r"write_batch_rows = 0; must be > 0"),
 ])
 def test_out_of_range_values(tmp_path, text, message):
     with pytest.raises(C.ConfigError, match=message):
