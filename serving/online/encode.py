@@ -28,17 +28,40 @@ class EncodedBatch:
     created_ts: list[datetime | None]
 
 
-def _entity_key_encoder(key_names: list[str]):
-    """Vectorizable serialize_entity_key for string keys (format v3), checked against Feast's."""
+def _string_tag() -> bytes:
     from feast.protos.feast.types.Value_pb2 import ValueType
 
-    order = sorted(range(len(key_names)), key=lambda i: key_names[i])
+    return struct.pack("<I", ValueType.STRING)
+
+
+def entity_key_head(key_names: list[str]) -> bytes:
+    """What every entity key of these string join keys starts with (format v3): the key count
+    and the sorted key names; the values follow, each tag + length + bytes."""
+    tag = _string_tag()
     head = [struct.pack("<I", len(key_names))]
-    for i in order:
-        k = key_names[i].encode()
-        head += [struct.pack("<I", ValueType.STRING), struct.pack("<I", len(k)), k]
-    head_b = b"".join(head)
-    tag = struct.pack("<I", ValueType.STRING)
+    for k in sorted(key_names):
+        head += [tag, struct.pack("<I", len(k.encode())), k.encode()]
+    return b"".join(head)
+
+
+def is_entity_key(key: bytes, head: bytes, n_values: int, tail: bytes) -> bool:
+    """Is `key` head + n_values string values + tail, exactly (no other project's key whose name
+    ends like tail)?"""
+    if not (key.startswith(head) and key.endswith(tail)):
+        return False
+    at, end = len(head), len(key) - len(tail)
+    for _ in range(n_values):
+        if at + 8 > end:
+            return False
+        at += 8 + struct.unpack_from("<I", key, at + 4)[0]
+    return at == end
+
+
+def _entity_key_encoder(key_names: list[str]):
+    """Vectorizable serialize_entity_key for string keys (format v3), checked against Feast's."""
+    order = sorted(range(len(key_names)), key=lambda i: key_names[i])
+    head_b = entity_key_head(key_names)
+    tag = _string_tag()
 
     def encode(values_per_key: list[list[str]]) -> list[bytes]:
         cols = [values_per_key[i] for i in order]
