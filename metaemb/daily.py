@@ -84,7 +84,8 @@ def spark_writer(spark: "SparkSession", partitions: int | None = None):
         from core import tables
         from pipelines import spark_io
         from serving.day import partition_columns
-        from serving.online.redis import write_arrow_batches
+        from serving.online import redis as redis_store
+        from serving.online.encode import encoding
 
         day = (spark_io.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(run_date))
                .select(*partition_columns(cfg)))
@@ -92,7 +93,9 @@ def spark_writer(spark: "SparkSession", partitions: int | None = None):
             day = day.repartition(partitions)
         elif day.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
             day = day.repartition(spark.sparkContext.defaultParallelism)
-        counts = day.mapInArrow(functools.partial(write_arrow_batches, cfg, namespace), "rows long")
+        part = functools.partial(redis_store.write_arrow_batches, redis_store.target(cfg), encoding(cfg), namespace,
+                                 cfg.feast.write_batch_rows)
+        counts = day.mapInArrow(part, "rows long")
         return int(counts.agg(F.sum("rows")).first()[0] or 0)
 
     return write

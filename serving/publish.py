@@ -42,7 +42,7 @@ from serving.day import DayRows, check_keys, day_figures, day_rows, partition_co
 from serving.gate import GateError, GateReport, check_gate
 from serving.online import redis as redis_store
 from serving.online import sqlite as sqlite_store
-from serving.online.encode import EncodedBatch, encode_batch
+from serving.online.encode import EncodedBatch, encode_batch, encoding
 from serving.publish_log import log_publish, served, written_not_served
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ class WriteResult:
 
 def encoded_day(cfg: Config, day: DayRows) -> Iterator[EncodedBatch]:
     """The day's rows as online-store records, one encoded batch at a time."""
+    enc = encoding(cfg)
     for batch in day.batches(partition_columns(cfg)):
-        yield encode_batch(cfg, pa.Table.from_batches([batch]))
+        yield encode_batch(enc, pa.Table.from_batches([batch]))
 
 
 class _Online:

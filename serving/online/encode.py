@@ -1,13 +1,20 @@
 """A day's Arrow batches -> Feast's online-store records, serialized in bulk (no per-row protos):
-entity keys as serialize_entity_key writes them (checked against Feast's on the first row),
-ValueProto bytes per feature, and the timestamps Feast's stores take."""
+entity keys as serialize_entity_key writes them, ValueProto bytes per feature, and the
+timestamps Feast's stores take.
+
+encoding(cfg) reads the formats off Feast once (the entity key's head and value tag, the
+ValueProto field tags, the embedding proto's prefix) and checks them against Feast's own
+serializers on probe values; encode_batch applies them without importing Feast. That matters on
+Spark executors: `import feast` took 7.3 s in a fresh Python process on the 2-core box
+(`python -c "import feast.protos.feast.types.Value_pb2"`, twice, idle), which every Python
+worker writing its part of the day would pay again.
+"""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,19 +35,65 @@ class EncodedBatch:
     created_ts: list[datetime | None]
 
 
-def _string_tag() -> bytes:
-    from feast.protos.feast.types.Value_pb2 import ValueType
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # protobuf writes a negative int32 as its 64-bit two's complement
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
 
-    return struct.pack("<I", ValueType.STRING)
+
+@dataclass(frozen=True)
+class Encoding:
+    """Feast's formats for this config's rows, read off Feast once (encoding())."""
+    keys: tuple[str, ...]  # the task key columns
+    dim: int
+    key_head: bytes  # every entity key starts so: the key count and the sorted key names
+    string_tag: bytes  # an entity key value's type tag (STRING)
+    embedding_prefix: bytes  # ValueProto(float_list_val=dim floats) before the packed floats
+    int32_tag: bytes  # ValueProto wire tags of int32_val and string_val
+    string_val_tag: bytes
+
+    def entity_keys(self, values_per_key: list[list[str]]) -> list[bytes]:
+        order = sorted(range(len(self.keys)), key=lambda i: self.keys[i])
+        cols = [values_per_key[i] for i in order]
+        head, tag = self.key_head, self.string_tag
+        if len(cols) == 1:
+            return [b"".join((head, tag, struct.pack("<I", len(e)), e)) for e in (v.encode() for v in cols[0])]
+        out = []
+        for vals in zip(*cols):
+            parts = [head]
+            for v in vals:
+                e = v.encode()
+                parts += [tag, struct.pack("<I", len(e)), e]
+            out.append(b"".join(parts))
+        return out
+
+    def int32_value(self, v) -> bytes:
+        return b"" if v is None else self.int32_tag + _varint(int(v))
+
+    def string_value(self, v) -> bytes:
+        if v is None:
+            return b""
+        e = v.encode()
+        return self.string_val_tag + _varint(len(e)) + e
 
 
-def entity_key_head(key_names: list[str]) -> bytes:
+def entity_key_head(key_names: list[str], string_tag: bytes | None = None) -> bytes:
     """What every entity key of these string join keys starts with (format v3): the key count
     and the sorted key names; the values follow, each tag + length + bytes."""
-    tag = _string_tag()
+    if string_tag is None:
+        from feast.protos.feast.types.Value_pb2 import ValueType
+
+        string_tag = struct.pack("<I", ValueType.STRING)
     head = [struct.pack("<I", len(key_names))]
     for k in sorted(key_names):
-        head += [tag, struct.pack("<I", len(k.encode())), k.encode()]
+        head += [string_tag, struct.pack("<I", len(k.encode())), k.encode()]
     return b"".join(head)
 
 
@@ -57,63 +110,80 @@ def is_entity_key(key: bytes, head: bytes, n_values: int, tail: bytes) -> bool:
     return at == end
 
 
-def _entity_key_encoder(key_names: list[str]):
-    """Vectorizable serialize_entity_key for string keys (format v3), checked against Feast's."""
-    order = sorted(range(len(key_names)), key=lambda i: key_names[i])
-    head_b = entity_key_head(key_names)
-    tag = _string_tag()
-
-    def encode(values_per_key: list[list[str]]) -> list[bytes]:
-        cols = [values_per_key[i] for i in order]
-        if len(cols) == 1:
-            return [b"".join((head_b, tag, struct.pack("<I", len(e)), e))
-                    for e in (v.encode() for v in cols[0])]
-        out = []
-        for vals in zip(*cols):
-            parts = [head_b]
-            for v in vals:
-                e = v.encode()
-                parts += [tag, struct.pack("<I", len(e)), e]
-            out.append(b"".join(parts))
-        return out
-
-    return encode
-
-
-def _check_entity_key(key_names: list[str], values: list[str], encoded: bytes) -> None:
+def encoding(cfg: Config) -> Encoding:
+    """Feast's formats for cfg's rows, checked against Feast's serializers on probe values: a
+    Feast upgrade that changed one is refused here rather than written as garbage."""
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    from feast.protos.feast.types.Value_pb2 import FloatList, Value as ValueProto, ValueType
 
-    ref = serialize_entity_key(
-        EntityKeyProto(join_keys=key_names, entity_values=[ValueProto(string_val=v) for v in values]),
-        entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
-    )
-    if ref != encoded:  # a Feast upgrade changed the key format: refuse rather than write garbage
-        raise PublishError("bulk entity-key encoding differs from Feast's serialize_entity_key")
+    fields = ValueProto.DESCRIPTOR.fields_by_name
+    keys, dim = tuple(cfg.data.task_key), cfg.model.embedding_dim
+    string_tag = struct.pack("<I", ValueType.STRING)
+    probe = ValueProto(float_list_val=FloatList(val=[1.0] * dim)).SerializeToString()
+    enc = Encoding(keys=keys, dim=dim, key_head=entity_key_head(list(keys), string_tag), string_tag=string_tag,
+                   embedding_prefix=probe[: len(probe) - 4 * dim],
+                   int32_tag=_varint(fields["int32_val"].number << 3 | 0),
+                   string_val_tag=_varint(fields["string_val"].number << 3 | 2))
+    if probe[len(enc.embedding_prefix):] != np.ones(dim, "<f4").tobytes():
+        raise PublishError("Feast's float list encoding is not a prefix and the packed floats")
+    for values in (["x"] * len(keys), [f"k{i}é" * (i + 1) for i in range(len(keys))]):
+        ref = serialize_entity_key(EntityKeyProto(join_keys=list(keys), entity_values=[ValueProto(string_val=v)
+                                                                                        for v in values]),
+                                   entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION)
+        if enc.entity_keys([[v] for v in values])[0] != ref:
+            raise PublishError("bulk entity-key encoding differs from Feast's serialize_entity_key")
+    for v in (0, 1, 127, 128, 300, 2**31 - 1, -1, None):
+        if enc.int32_value(v) != (ValueProto(int32_val=v) if v is not None else ValueProto()).SerializeToString():
+            raise PublishError(f"bulk int32 value encoding differs from Feast's ValueProto for {v}")
+    for v in ("", "a1b2c3d4e5f6", "é" * 200, None):
+        if enc.string_value(v) != (ValueProto(string_val=v) if v is not None else ValueProto()).SerializeToString():
+            raise PublishError(f"bulk string value encoding differs from Feast's ValueProto for {v!r}")
+    return enc
 
 
-def encode_batch(cfg: Config, table) -> EncodedBatch:
+def _small(values: list, make) -> tuple[list[bytes], list]:
+    """A small-cardinality column: its value bytes and value_text, one encoding per distinct value."""
+    cache: dict = {}
+    out_b, out_t = [], []
+    for v in values:
+        hit = cache.get(v)
+        if hit is None:
+            hit = cache[v] = (make(v), None if v is None else str(v))
+        out_b.append(hit[0])
+        out_t.append(hit[1])
+    return out_b, out_t
+
+
+def _naive_utc(col) -> list:
+    # Spark's Arrow output is timestamp[us, UTC]; its Parquet files may hold INT96
+    # (timestamp[ns], no zone) -- both are UTC instants
+    micros = col.cast(pa.timestamp("us", tz=getattr(col.type, "tz", None))).cast(pa.int64())
+    micros = micros.to_numpy(zero_copy_only=False)
+    if col.null_count:
+        raise PublishError(f"meta_embeddings: null timestamps in {col}")
+    uniq, inverse = np.unique(micros, return_inverse=True)
+    objs = [datetime(1970, 1, 1) + timedelta(microseconds=int(u)) for u in uniq]
+    return [objs[i] for i in inverse]
+
+
+def encode_batch(enc: Encoding, table) -> EncodedBatch:
     """Arrow rows (a batch of a day) -> Feast online-store records, serialized in bulk (no
-    per-row protos). Keys unique across the day: check_keys."""
+    per-row protos, no Feast). Keys unique across the day: check_keys."""
     import pyarrow.compute as pc
-    from feast.protos.feast.types.Value_pb2 import FloatList, Value as ValueProto
 
     n = table.num_rows
-    keys = cfg.data.task_key
-    dim = cfg.model.embedding_dim
     key_values = []
-    for k in keys:
+    for k in enc.keys:
         col = table.column(k)
         if col.null_count:
             raise PublishError(f"meta_embeddings: {col.null_count} rows with null key {k!r}")
         key_values.append(col.cast(pa.string()).to_pylist())
-    entity_keys = _entity_key_encoder(keys)(key_values)
-    if n:
-        _check_entity_key(keys, [kv[0] for kv in key_values], entity_keys[0])
+    entity_keys = enc.entity_keys(key_values)
 
     # embedding: list<float> -> (n, dim) float32 -> ValueProto(float_list_val) bytes, whose
     # encoding is a constant prefix + the packed little-endian floats.
+    dim, prefix = enc.dim, enc.embedding_prefix
     emb_col = table.column(tables.EMBEDDING).combine_chunks()
     if emb_col.null_count:
         raise PublishError(f"meta_embeddings: {emb_col.null_count} rows with a null embedding")
@@ -123,9 +193,6 @@ def encode_batch(cfg: Config, table) -> EncodedBatch:
         raise PublishError(f"meta_embeddings: {bad} embeddings are not {dim} long (model.embedding_dim)")
     flat = pc.list_flatten(emb_col).cast(pa.float32()).to_numpy(zero_copy_only=False)
     emb = np.ascontiguousarray(flat, dtype="<f4").reshape(n, dim)
-    probe = ValueProto(float_list_val=FloatList(val=[1.0] * dim)).SerializeToString()
-    prefix = probe[: len(probe) - 4 * dim]
-    assert probe[len(prefix):] == np.ones(dim, "<f4").tobytes()
     width = len(prefix) + 4 * dim
     buf = np.empty((n, width), dtype=np.uint8)
     buf[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
@@ -133,40 +200,11 @@ def encode_batch(cfg: Config, table) -> EncodedBatch:
     blob = buf.tobytes()
     emb_bytes = [blob[i: i + width] for i in range(0, n * width, width)]
 
-    # small-cardinality columns: one proto per distinct value
-    def encode_small(values, make):
-        cache: dict[Any, tuple[bytes, Any]] = {}
-        out_b, out_t = [], []
-        for v in values:
-            hit = cache.get(v)
-            if hit is None:
-                proto = make(v)
-                text = proto.string_val if proto.WhichOneof("val") == "string_val" else (
-                    str(v) if v is not None else None)
-                hit = cache[v] = (proto.SerializeToString(), text)
-            out_b.append(hit[0])
-            out_t.append(hit[1])
-        return out_b, out_t
-
-    ns_b, ns_t = encode_small(table.column(tables.N_SAMPLES).to_pylist(),
-                              lambda v: ValueProto(int32_val=int(v)) if v is not None else ValueProto())
-    mv_b, mv_t = encode_small(table.column(tables.MODEL_VERSION).to_pylist(),
-                              lambda v: ValueProto(string_val=v) if v is not None else ValueProto())
-
-    def naive_utc(col) -> list:
-        # Spark's Arrow output is timestamp[us, UTC]; its Parquet files may hold INT96
-        # (timestamp[ns], no zone) -- both are UTC instants
-        micros = col.cast(pa.timestamp("us", tz=getattr(col.type, "tz", None))).cast(pa.int64())
-        micros = micros.to_numpy(zero_copy_only=False)
-        if col.null_count:
-            raise PublishError(f"meta_embeddings: null timestamps in {col}")
-        uniq, inverse = np.unique(micros, return_inverse=True)
-        objs = [datetime(1970, 1, 1) + timedelta(microseconds=int(u)) for u in uniq]
-        return [objs[i] for i in inverse]
-
-    event_ts = naive_utc(table.column(tables.EVENT_TIMESTAMP).combine_chunks())
+    ns_b, ns_t = _small(table.column(tables.N_SAMPLES).to_pylist(), enc.int32_value)
+    mv_b, mv_t = _small(table.column(tables.MODEL_VERSION).to_pylist(), enc.string_value)
+    event_ts = _naive_utc(table.column(tables.EVENT_TIMESTAMP).combine_chunks())
     created = table.column(tables.CREATED_TIMESTAMP).combine_chunks()
-    created_ts = naive_utc(created) if created.null_count == 0 else [None] * n
+    created_ts = _naive_utc(created) if created.null_count == 0 else [None] * n
     return EncodedBatch(
         rows=n, entity_keys=entity_keys,
         values={tables.EMBEDDING: emb_bytes, tables.N_SAMPLES: ns_b, tables.MODEL_VERSION: mv_b},

@@ -24,7 +24,7 @@ from core.config import Config
 from pipelines.faults import kill_point
 from serving.day import PublishError
 from serving.feast_repo import redis_connection_string
-from serving.online.encode import EncodedBatch, encode_batch, entity_key_head, is_entity_key
+from serving.online.encode import EncodedBatch, Encoding, encode_batch, entity_key_head, is_entity_key
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,34 @@ def namespace(store, view: str) -> Namespace:
                      fields={f.name: _mmh3(f"{name}:{f.name}") for f in fv.features})
 
 
-def connect(cfg: Config):
-    """A client of its own (redis.Redis, or redis.cluster.RedisCluster for redis_type =
-    redis_cluster), from the connection string Feast's store reads, parsed by Feast."""
-    from feast.infra.online_stores.redis import RedisOnlineStore
-    from redis import Redis
-    from redis.cluster import ClusterNode, RedisCluster
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: the connection string Feast's store reads, parsed by Feast (target());
+    a client is made from it without Feast (a Spark executor's Python worker need not import it)."""
+    nodes: tuple[tuple[str, int], ...]
+    options: dict
+    cluster: bool
 
-    nodes, kwargs = RedisOnlineStore._parse_connection_string(redis_connection_string(cfg))
-    if cfg.feast.redis_type == "redis_cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(n["host"], int(n["port"])) for n in nodes], **kwargs)
-    return Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+    def client(self):
+        """A client of its own: redis.Redis, or redis.cluster.RedisCluster."""
+        from redis import Redis
+        from redis.cluster import ClusterNode, RedisCluster
+
+        if self.cluster:
+            return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.nodes], **self.options)
+        (host, port), = self.nodes[:1]
+        return Redis(host=host, port=port, **self.options)
+
+
+def target(cfg: Config) -> Target:
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    nodes, options = RedisOnlineStore._parse_connection_string(redis_connection_string(cfg))
+    return Target(tuple((n["host"], int(n["port"])) for n in nodes), options, cfg.feast.redis_type == "redis_cluster")
+
+
+def connect(cfg: Config):
+    return target(cfg).client()
 
 
 def holds(client, ns: Namespace) -> bool:
@@ -216,15 +233,15 @@ def write_day(client, ns: Namespace, encoded: Iterable[EncodedBatch], batch_rows
     return written
 
 
-def write_arrow_batches(cfg: Config, ns: Namespace, batches: Iterator) -> Iterator:
+def write_arrow_batches(where: Target, enc: Encoding, ns: Namespace, batch_rows: int, batches: Iterator) -> Iterator:
     """mapInArrow's function on a Spark executor: this task's rows of the day into ns, on a
-    connection of its own; yields one batch with the count."""
+    connection of its own; yields one batch with the count. Everything it is given was made on
+    the driver: nothing here imports Feast."""
     import pyarrow as pa
 
-    client = connect(cfg)
+    client = where.client()
     try:
-        rows = write_day(client, ns, (encode_batch(cfg, pa.Table.from_batches([b])) for b in batches),
-                         cfg.feast.write_batch_rows)
+        rows = write_day(client, ns, (encode_batch(enc, pa.Table.from_batches([b])) for b in batches), batch_rows)
     finally:
         client.close()
     yield pa.RecordBatch.from_pydict({"rows": [rows]})
@@ -234,13 +251,18 @@ def _glob_escaped(b: bytes) -> bytes:
     return b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in b)
 
 
-def _project_keys(cfg: Config, node_client, project: bytes, count: int) -> Iterator[bytes]:
+# Buckets a SCAN call walks: the server runs one call whole (matching every key of those buckets
+# against the pattern) while other clients wait, so calls are kept small.
+SCAN_COUNT = 1000
+
+
+def _project_keys(cfg: Config, node_client, project: bytes, count: int = SCAN_COUNT) -> Iterator[bytes]:
     """Every key of this project's tasks on one server (SCAN, streamed). A key is Feast's entity
     key + project name; it is checked whole (the key names, each value's length, the project
     after the last one), so a key of another project whose name ends like this one's is never
     taken."""
     keys = list(cfg.data.task_key)
-    head = entity_key_head(keys)
+    head = entity_key_head(keys)  # imports Feast: clean() runs on the driver
     for key in node_client.scan_iter(match=_glob_escaped(head) + b"*" + _glob_escaped(project), count=count):
         if is_entity_key(key, head, len(keys), project):
             yield key
@@ -258,7 +280,7 @@ def clean(cfg: Config, client, ns: Namespace, batch_rows: int) -> int:
         paused = False
         for server in servers:
             batch: list[bytes] = []
-            for key in _project_keys(cfg, server, ns.project, batch_rows):
+            for key in _project_keys(cfg, server, ns.project):
                 batch.append(key)
                 if len(batch) == batch_rows:
                     pipes.send(server, _packed_hdels(ns, batch), len(batch))

@@ -318,8 +318,9 @@ def test_read_partition_through_delta_rs_equals_spark_rows(spark, cfg):
     got = day.read_partition(cfg, D1)
     ref = (spark.read.format("delta").load(str(cfg.table_location(tables.META_EMBEDDINGS)))
            .where(F.col("run_date") == F.lit(D1)).drop("run_date").toArrow())
-    a = encode.encode_batch(cfg, got)
-    b = encode.encode_batch(cfg, ref)
+    enc = encode.encoding(cfg)
+    a = encode.encode_batch(enc, got)
+    b = encode.encode_batch(enc, ref)
     order_a = np.argsort(a.entity_keys)
     order_b = np.argsort(b.entity_keys)
     assert a.rows == b.rows == 50
