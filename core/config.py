@@ -80,14 +80,21 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     mode: str = "limaml"  # limaml | maml | vanilla
-    inner_steps: int = 1  # n
-    task_lr: float = 0.5  # alpha
+    # n and alpha: the steps and lr a served embedding is fine-tuned with (3 at 0.3, what validation
+    # chose on MovieLens-100k), so meta-training sees the steps serving takes (docs/evaluation.md)
+    inner_steps: int = 3  # n
+    task_lr: float = 0.3  # alpha
     meta_lr: float = 1e-3  # beta, for 128 tasks per batch (scaled linearly)
     tasks_per_batch: int = 128
     epochs: int = 3
     warmup_steps: int = 20
     grad_clip: float = 1.0
     first_order: bool = False
+    # Meta-SGD (Li et al. 2017): the inner loop's step size is learned per meta-block parameter
+    # (task_lr times a multiplier per element, meta-learned with the outer step, stored in the
+    # checkpoint); the fine-tune then steps by [finetune] lr times those multipliers. limaml only.
+    meta_sgd: bool = True  # limaml only: maml and vanilla train without it
+    meta_sgd_lr: float = 0.05  # outer (Adam) lr of the log-multipliers, for 128 tasks per batch
     seed: int = 0
     # Checkpoint file or folder to start from, e.g. LiMAML warm-started from a vanilla model.
     warm_start: str = ""
@@ -95,8 +102,11 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    steps: int = 3  # k
-    lr: float = 0.5  # alpha at generation time
+    # k and the lr of the daily fine-tune. Left out (the default): what training chose on its
+    # validation tasks per support-size bucket, stored in the checkpoint (`metaemb status` shows
+    # it). Set: that value for every task, whatever the checkpoint chose.
+    steps: int | None = None  # k
+    lr: float | None = None  # alpha at generation time
     pooling: str = "latest"  # latest | mean | max | cosine
     device: str = "auto"  # auto | cpu | cuda
     min_samples: int = 0  # tasks with fewer samples keep the meta-trained embedding (k = 0)
@@ -265,7 +275,7 @@ _POSITIVE = {
     ("pipeline", "window_days"), ("pipeline", "cap_samples"), ("pipeline", "task_buckets"),
     ("pipeline", "finetune_batch_tasks"), ("model", "meta_hidden"), ("model", "embedding_dim"),
     ("model", "id_buckets"), ("train", "tasks_per_batch"), ("train", "task_lr"),
-    ("train", "meta_lr"), ("train", "grad_clip"), ("finetune", "lr"),
+    ("train", "meta_lr"), ("train", "grad_clip"), ("train", "meta_sgd_lr"), ("finetune", "lr"),
     ("spark", "shuffle_partitions"), ("spark", "task_cpus"), ("s3", "connect_timeout_s"),
     ("s3", "request_timeout_s"), ("s3", "transfer_timeout_s"), ("s3", "max_attempts"), ("data", "feature_ttl_days"),
     ("feast", "ttl_days"), ("feast", "batch_rows"), ("feast", "write_batch_rows"), ("airflow", "retry_delay_minutes"), ("airflow", "execution_timeout_minutes"),
@@ -280,6 +290,11 @@ _NON_NEGATIVE = {
 
 def _coerce(section: str, key: str, value: Any, annotation: Any, origin_file: str) -> Any:
     where = f"{origin_file}: [{section}] {key}"
+    optional = [a for a in get_args(annotation) if a is not type(None)] if type(None) in get_args(annotation) else []
+    if optional:  # `T | None`: TOML has no null (None comes from to_dict's round trip)
+        if value is None:
+            return None
+        annotation = optional[0]
     if get_origin(annotation) is list:
         (item_type,) = get_args(annotation)
         if not isinstance(value, list):
@@ -303,11 +318,11 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{cfg.source}: [{section}] {key} = {value!r}; expected one of {sorted(allowed)}")
     for section, key in _POSITIVE:
         value = getattr(getattr(cfg, section), key)
-        if not value > 0:
+        if value is not None and not value > 0:
             raise ConfigError(f"{cfg.source}: [{section}] {key} = {value!r}; must be > 0")
     for section, key in _NON_NEGATIVE:
         value = getattr(getattr(cfg, section), key)
-        if value < 0:
+        if value is not None and value < 0:
             raise ConfigError(f"{cfg.source}: [{section}] {key} = {value!r}; must be >= 0")
     if not 0.0 < cfg.pipeline.support_fraction < 1.0:
         raise ConfigError(f"{cfg.source}: [pipeline] support_fraction must be in (0, 1)")
@@ -357,12 +372,13 @@ def _anchor_install_paths(cfg: Config) -> None:
 
 def write(cfg: Config, path: str | Path) -> Path:
     """The config as a TOML file for `metaemb --config PATH` (relative paths then resolve against
-    PATH's folder: give absolute ones when writing elsewhere)."""
+    PATH's folder: give absolute ones when writing elsewhere). A key that is None is left out."""
     import tomli_w
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(cfg.to_dict()))
+    raw = {section: {k: v for k, v in values.items() if v is not None} for section, values in cfg.to_dict().items()}
+    path.write_text(tomli_w.dumps(raw))
     return path
 
 

@@ -67,6 +67,27 @@ def served_model(cfg: Config) -> dict | None:
             "switched_from": since.switched_from or (versions[first - 1] if first else None)}
 
 
+def finetune_in_use(cfg: Config, version: str) -> str:
+    """What the embed stage fine-tunes with: the model's validation choice (its serving
+    artifact's metadata), unless [finetune] steps / lr set it."""
+    from core.artifact_contract import ArtifactError
+    from serving.onnx_runtime import artifact_path, read_metadata
+
+    fixed = [f"{k} = {getattr(cfg.finetune, k)}" for k in ("steps", "lr") if getattr(cfg.finetune, k) is not None]
+    try:
+        chosen = read_metadata(artifact_path(cfg, version)).get("finetune")
+    except ArtifactError as e:
+        chosen, why = None, str(e)
+    else:
+        why = "the model holds no choice"
+    if chosen:
+        text = ", ".join(f"{b} k={s} lr={lr:g}" for b, s, lr in zip(chosen["buckets"], chosen["steps"], chosen["lr"]))
+        text += " (chosen on validation by training)"
+    else:
+        text = f"the fallback of models.choice ({why})"
+    return text + (f"; [finetune] {' and '.join(fixed)} overrides it" if fixed else "")
+
+
 def publish_state(pub: dict) -> str:
     """published | blocked | "written; online serves D" (a day older than the one online)."""
     if pub["status"] == "skipped" and pub["message"].startswith("written; online serves"):
@@ -127,6 +148,7 @@ def status(cfg: Config, *, as_json: bool = False, expect_date: dt.date | None = 
     if model and model["model_version"]:
         progress(f"served model version: {model['model_version']} since {model['since_run_date']} (at {model['since']}"
                  + (f"; switched from {model['switched_from']})" if model["switched_from"] else ")"))
+        progress(f"fine-tune: {finetune_in_use(cfg, model['model_version'])}")
     view = last_view(cfg)
     progress(f"latest published: {latest or 'none'}" + (f" (at {when})" if when else "")
              + (f" in {view}" if view else "") + f"; expected {expect}: {'OK' if fresh else 'STALE'}")

@@ -97,6 +97,16 @@ def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     return s
 
 
+def lr_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the per-parameter inner-loop step sizes (Meta-SGD): one per element of
+    each meta parameter the inner loop adapts; an "id" block's task row ("meta.id_row", the
+    task's own row of the table) has one per embedding dimension, shared by all rows."""
+    s = {k: v for k, v in param_shapes(spec).items() if k.startswith("meta.") and k != "meta.id_table"}
+    if spec.meta_block == "id":
+        s["meta.id_row"] = (spec.embedding_dim,)
+    return s
+
+
 def init_params(spec: ModelSpec, seed: int = 0) -> dict[str, torch.Tensor]:
     """Kaiming-uniform-style init (like nn.Linear), deterministic in `seed`."""
     g = torch.Generator().manual_seed(int(seed))

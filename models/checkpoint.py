@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .blocks import ModelSpec, param_shapes
+from .blocks import ModelSpec, lr_shapes, param_shapes
 
 FORMAT = "metaemb-checkpoint/1"
 
@@ -45,16 +45,29 @@ class Checkpoint:
     # {"meta_mean", "meta_std", "other_mean", "other_std"} -> float32 [width].
     # None = identity (checkpoints written before standardization existed).
     input_stats: dict | None = None
+    # Meta-SGD ([train] meta_sgd): meta-learned per-parameter multipliers of the inner-loop lr,
+    # {name: float32 tensor of blocks.lr_shapes(spec)[name]}; the fine-tune steps by lr · these.
+    # None = one scalar lr (the plain SGD inner loop).
+    lr_scale: dict | None = None
+    # The fine-tune it is served with, chosen on validation tasks after training
+    # (models.choice.FinetuneChoice.to_dict(): steps and lr per support-size bucket, and the
+    # validation AUCs behind them). None = models.choice.FALLBACK in every bucket.
+    finetune_choice: dict | None = None
 
     def __post_init__(self):
         if self.input_stats is not None:
             self.input_stats = {k: torch.as_tensor(v, dtype=torch.float32).detach().cpu().contiguous()
                                 for k, v in self.input_stats.items()}
+        if self.lr_scale is not None:
+            self.lr_scale = {k: torch.as_tensor(v, dtype=torch.float32).detach().cpu().contiguous()
+                             for k, v in self.lr_scale.items()}
         if not self.version:
-            self.version = content_version(self.spec, self.params, self.input_stats)
+            self.version = content_version(self.spec, self.params, self.input_stats, self.lr_scale,
+                                           self.finetune_choice)
 
 
-def content_version(spec: ModelSpec, params: dict[str, torch.Tensor], input_stats: dict | None = None) -> str:
+def content_version(spec: ModelSpec, params: dict[str, torch.Tensor], input_stats: dict | None = None,
+                    lr_scale: dict | None = None, finetune_choice: dict | None = None) -> str:
     h = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
     for name in sorted(params):
         t = params[name].detach().to("cpu", torch.float32).contiguous()
@@ -65,7 +78,30 @@ def content_version(spec: ModelSpec, params: dict[str, torch.Tensor], input_stat
             t = torch.as_tensor(input_stats[name]).detach().to("cpu", torch.float32).contiguous()
             h.update(f"input_stats.{name}:{tuple(t.shape)}".encode())
             h.update(t.numpy().tobytes())
+    if lr_scale is not None:  # absent without Meta-SGD: those hashes are unchanged
+        for name in sorted(lr_scale):
+            t = torch.as_tensor(lr_scale[name]).detach().to("cpu", torch.float32).contiguous()
+            h.update(f"lr_scale.{name}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+    if finetune_choice is not None:  # what is served changes with it; its validation figures do not count
+        served = {k: finetune_choice[k] for k in ("buckets", "short", "steps", "lr")}
+        h.update(b"finetune_choice:" + json.dumps(served, sort_keys=True).encode())
     return h.hexdigest()[:12]
+
+
+def check_lr_scale(spec: ModelSpec, lr_scale: dict | None, where: str = "checkpoint") -> None:
+    """Learned lr multipliers: exactly the names and shapes of blocks.lr_shapes, finite and >= 0."""
+    if lr_scale is None:
+        return
+    want = lr_shapes(spec)
+    if set(lr_scale) != set(want):
+        raise CheckpointError(f"{where}: lr_scale names {sorted(lr_scale)} do not match the spec's {sorted(want)}")
+    for k, shape in want.items():
+        t = lr_scale[k]
+        if tuple(t.shape) != shape:
+            raise CheckpointError(f"{where}: lr_scale {k} has shape {tuple(t.shape)}, the spec needs {shape}")
+        if not (torch.isfinite(t).all() and (t >= 0).all()):
+            raise CheckpointError(f"{where}: lr_scale {k} holds negative or non-finite values")
 
 
 def check_shapes(spec: ModelSpec, params: dict, where: str = "checkpoint") -> None:
@@ -110,7 +146,8 @@ def save_checkpoint(ckpt: Checkpoint, directory):
     """Write <dir>/<version>.pt and point <dir>/LATEST at it (both atomic)."""
     check_shapes(ckpt.spec, ckpt.params)
     _check_stats(ckpt.spec, ckpt.input_stats, "checkpoint")
-    ckpt.version = content_version(ckpt.spec, ckpt.params, ckpt.input_stats)
+    check_lr_scale(ckpt.spec, ckpt.lr_scale)
+    ckpt.version = content_version(ckpt.spec, ckpt.params, ckpt.input_stats, ckpt.lr_scale, ckpt.finetune_choice)
     d = _as_folder(directory)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{ckpt.version}.pt"
@@ -124,6 +161,10 @@ def save_checkpoint(ckpt: Checkpoint, directory):
     }
     if ckpt.input_stats is not None:
         blob["input_stats"] = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in ckpt.input_stats.items()}
+    if ckpt.lr_scale is not None:
+        blob["lr_scale"] = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in ckpt.lr_scale.items()}
+    if ckpt.finetune_choice is not None:
+        blob["finetune_choice"] = json.dumps(ckpt.finetune_choice)
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     _atomic_write(path, buffer.getvalue())
@@ -153,14 +194,19 @@ def load_checkpoint(path_or_dir, expect: ModelSpec | None = None) -> Checkpoint:
         params = dict(blob["params"])
         stats = blob.get("input_stats")  # absent in older checkpoints: identity
         stats = None if stats is None else dict(stats)
+        lr_scale = blob.get("lr_scale")  # absent without Meta-SGD
+        lr_scale = None if lr_scale is None else dict(lr_scale)
+        choice = json.loads(blob["finetune_choice"]) if "finetune_choice" in blob else None
         ckpt = Checkpoint(spec=spec, params=params, version=blob["version"], mode=blob["mode"], input_stats=stats,
+                          lr_scale=lr_scale, finetune_choice=choice,
                           train_config=json.loads(blob["train_config"]), metrics=json.loads(blob["metrics"]),
                           meta_columns=list(blob["meta_columns"]), context_columns=list(blob["context_columns"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{p}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from e
     check_shapes(spec, params, where=str(p))
     _check_stats(spec, ckpt.input_stats, str(p))
-    actual = content_version(spec, params, ckpt.input_stats)
+    check_lr_scale(spec, ckpt.lr_scale, str(p))
+    actual = content_version(spec, params, ckpt.input_stats, ckpt.lr_scale, ckpt.finetune_choice)
     if actual != ckpt.version:
         raise CheckpointError(f"{p}: content hash {actual} does not match the recorded version {ckpt.version} (file altered or corrupt)")
     if expect is not None and expect != spec:

@@ -56,7 +56,15 @@ def expand_per_task(p: dict, names: list[str], B: int, track: bool) -> dict:
     return out
 
 
-def adapt(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr: float,
+def step_sizes(lr: float, lr_scale: dict | None, device=None):
+    """The inner-loop step size: the scalar lr, or with meta-learned per-parameter multipliers
+    (Meta-SGD, Checkpoint.lr_scale) the dict {name: lr · multiplier}."""
+    if lr_scale is None:
+        return float(lr)
+    return {k: float(lr) * v.to(device) for k, v in lr_scale.items()}
+
+
+def adapt(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr,
           which: str = "meta", track: bool = False, first_order: bool = False,
           use_kernel: bool | None = None) -> dict:
     """`steps` SGD steps (lr) of each task's own copy of the `which` params ("meta" or
@@ -71,7 +79,12 @@ def adapt(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: 
     use_kernel (None: whenever it applies): the hand-written inner loop of models.kernel,
     which covers which="meta"; which="all" (maml) adapts the global block too and takes
     the autograd path.
+
+    lr: a float, or per-parameter step sizes {name: tensor} (Meta-SGD, see step_sizes; the
+    names of blocks.lr_shapes, and only for which="meta").
     """
+    if isinstance(lr, dict) and which != "meta":
+        raise ValueError("per-parameter learning rates adapt the meta block only (which='meta')")
     if use_kernel is None:
         use_kernel = which == "meta"
     if use_kernel:
@@ -79,7 +92,7 @@ def adapt(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: 
     return adapt_autograd(params, spec, t, mask, steps, lr, which, track, first_order)
 
 
-def adapt_kernel(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr: float,
+def adapt_kernel(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr,
                  track: bool = False, first_order: bool = False) -> dict:
     """adapt(which="meta") through models.kernel."""
     p = blocks.task_view(params, spec, t.task_ids)
@@ -90,13 +103,19 @@ def adapt_kernel(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, 
     if track and first_order:  # θ − Δ with the update Δ a constant: the outer gradient sees θ only
         for k in q:
             if k.startswith("meta."):
-                q[k] = p[k] - (p[k] - q[k]).detach()
+                d = (p[k] - q[k]).detach()
+                if isinstance(lr, dict) and lr[k].requires_grad:
+                    # learned lrs A (> 0): Δ = A ⊙ Σ_t g_t, so θ − A ⊙ (Δ / A) with Σ_t g_t a constant,
+                    # the first-order gradient autograd's path gives A as well
+                    a = lr[k]
+                    d = a * (d / a.detach().clamp_min(1e-30))
+                q[k] = p[k] - d
     elif not track:
         q = {k: (v.detach() if k.startswith("meta.") else v) for k, v in q.items()}
     return q
 
 
-def adapt_autograd(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr: float,
+def adapt_autograd(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor, steps: int, lr,
                    which: str = "meta", track: bool = False, first_order: bool = False) -> dict:
     """adapt() with autograd's backward and per-task copies of the adapted params (bmm)."""
     B = t.lengths.shape[0]
@@ -118,10 +137,11 @@ def adapt_autograd(params: dict, spec: ModelSpec, t: Tensors, mask: torch.Tensor
             grads = torch.autograd.grad(loss, [p[k] for k in names], create_graph=second_order,
                                         retain_graph=track)
         for k, g in zip(names, grads):
+            a = lr[k] if isinstance(lr, dict) else lr
             if track:
-                p[k] = p[k] - lr * (g if second_order else g.detach())
+                p[k] = p[k] - a * (g if second_order else g.detach())
             else:
-                p[k] = (p[k] - lr * g).detach().requires_grad_(True)
+                p[k] = (p[k] - a * g).detach().requires_grad_(True)
     return p
 
 
@@ -181,7 +201,9 @@ def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: st
 
     k = `steps` SGD steps (lr) of the meta params only, global frozen, on all of
     each task's `lengths` samples; then the fine-tuned meta block on the most
-    recent sample (or the chosen pooling). Tasks with fewer than `min_samples`
+    recent sample (or the chosen pooling). A checkpoint with meta-learned per-parameter
+    step sizes (Meta-SGD, ckpt.lr_scale) takes lr · lr_scale per parameter, so lr =
+    the training's task_lr repeats the meta-trained step. Tasks with fewer than `min_samples`
     samples are not fine-tuned (k = 0): on short histories a few SGD steps can
     fit noise (validation on ML-100k turned fine-tuning off below 25 samples).
     Raises ValueError on bad input and NonFiniteEmbeddingError (naming task
@@ -193,6 +215,7 @@ def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: st
     device = resolve_device(device)
     t = prepare(batch, spec, device, stats=getattr(ckpt, "input_stats", None))
     params = {k: v.to(device) for k, v in ckpt.params.items()}
+    lrs = step_sizes(lr, getattr(ckpt, "lr_scale", None), device)
     B = t.lengths.shape[0]
     out = torch.empty(B, spec.embedding_dim, device=device)
     cs = int(chunk_size or auto_chunk(device))
@@ -208,10 +231,10 @@ def finetune_embed(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: st
                 if use_kernel:
                     p = blocks.task_view(params, spec, sub.task_ids)
                     pre = blocks.global_pre(p, sub.x_other, sub.item_ids, spec)
-                    st = kernel.adapt_state(p, spec, sub.x_meta, pre, sub.labels, sub.mask, k, float(lr))
+                    st = kernel.adapt_state(p, spec, sub.x_meta, pre, sub.labels, sub.mask, k, lrs)
                     out[idx] = embed_state(st, sub, pooling)
                 else:
-                    p = adapt_autograd(params, spec, sub, sub.mask, k, float(lr), which="meta")
+                    p = adapt_autograd(params, spec, sub, sub.mask, k, lrs, which="meta")
                     out[idx] = embed(p, spec, sub, pooling)
     emb = out.float().cpu()
     bad = ~torch.isfinite(emb).all(1)

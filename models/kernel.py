@@ -22,8 +22,15 @@ step, so W2 is kept per task (steps 1..k−1 read it), but the last step's updat
 only ever applied to the rows that are embedded:
     e_r ← W2 h_r + b2 − α Σ_s g_s (h_s·h_r + 1).
 
+Per-parameter learning rates (Meta-SGD: `lr` a dict name -> tensor of the parameter's shape,
+"meta.id_row" [E]): an element-wise lr A breaks the Gram form of the first layer, so there the
+update is made explicit, ΔW1 = Vᵀ X per task [B, H, F] and U ← U − X (A1 ⊙ ΔW1)ᵀ − a_b1 ⊙ Σ_s v_s
+(O(L·F·H) per task instead of the Gram's O(L²·H)); W2 and b2 move by A2 ⊙ Gᵀ H and a_b2 ⊙ Σ_s g_s.
+A scalar lr takes the Gram path above, unchanged.
+
 Every function works on tensors that carry autograd history too, so training can
-differentiate through the inner loop (second-order) exactly as through autograd's.
+differentiate through the inner loop (second-order) exactly as through autograd's, the
+per-parameter lrs included.
 """
 
 from __future__ import annotations
@@ -69,12 +76,15 @@ def global_input_grad(glob: dict, pre: torch.Tensor, e: torch.Tensor, labels: to
     return (d @ glob["global.w0_e"]).view(shape)
 
 
-def init_state(p: dict, spec: ModelSpec, x_meta: torch.Tensor, explicit: bool) -> dict:
+def init_state(p: dict, spec: ModelSpec, x_meta: torch.Tensor, explicit: bool, per_param: bool = False) -> dict:
     """Step-0 state: the shared weights, seen by every task of the chunk."""
     s: dict = {"pending": None}  # the last step's (h, g, v), applied lazily (settle / rows_embedding)
     if "meta.w1" in p:
-        ones = torch.ones((), dtype=x_meta.dtype, device=x_meta.device)
-        s["gram"] = torch.baddbmm(ones, x_meta, x_meta.transpose(1, 2))  # X Xᵀ + 1 (the bias column)
+        if per_param:  # element-wise lrs: explicit ΔW1 instead of the Gram matrix
+            s["x"] = x_meta
+        else:
+            ones = torch.ones((), dtype=x_meta.dtype, device=x_meta.device)
+            s["gram"] = torch.baddbmm(ones, x_meta, x_meta.transpose(1, 2))  # X Xᵀ + 1 (the bias column)
         s["u"] = blocks.linear(x_meta, p["meta.w1"], p["meta.b1"])  # one GEMM: shared W1
         s["w2"], s["b2"] = p["meta.w2"], p["meta.b2"]
         if explicit:
@@ -96,9 +106,24 @@ def meta_out(s: dict, h: torch.Tensor | None, shape) -> torch.Tensor:
 def w2_updated(s: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(W2, b2) after the last step's pending update."""
     h, g, _ = s["pending"]
+    lrs = s["lrs"]
+    if lrs is not None:
+        return s["w2"] - lrs["meta.w2"] * torch.bmm(g.transpose(1, 2), h), s["b2"] - lrs["meta.b2"] * g.sum(1)
     lr = s["lr"]
     w2 = s["w2"] if s["w2"].dim() == 3 else s["w2"].expand(h.shape[0], *s["w2"].shape)
     return torch.baddbmm(w2, g.transpose(1, 2), h, alpha=-lr), torch.sub(s["b2"], g.sum(1), alpha=lr)
+
+
+def u_moved(s: dict, u: torch.Tensor, rows=None) -> torch.Tensor:
+    """First-layer pre-activations u (all rows, or the rows `rows` picks) after the pending step."""
+    v = s["pending"][2]
+    lrs = s["lrs"]
+    if lrs is None:
+        gram = s["gram"] if rows is None else rows(s["gram"])
+        return torch.baddbmm(u, gram, v, alpha=-s["lr"])
+    x = s["x"] if rows is None else rows(s["x"])
+    dw1 = lrs["meta.w1"] * torch.bmm(v.transpose(1, 2), s["x"])  # [B, H, F]
+    return torch.baddbmm(u, x, dw1.transpose(1, 2), alpha=-1.0) - (lrs["meta.b1"] * v.sum(1)).unsqueeze(1)
 
 
 def settle(s: dict) -> None:
@@ -106,7 +131,7 @@ def settle(s: dict) -> None:
     if s["pending"] is None:
         return
     s["w2"], s["b2"] = w2_updated(s)
-    s["u"] = torch.baddbmm(s["u"], s["gram"], s["pending"][2], alpha=-s["lr"])
+    s["u"] = u_moved(s, s["u"])
     s["pending"] = None
 
 
@@ -123,17 +148,22 @@ def step(s: dict, glob: dict, spec: ModelSpec, pre: torch.Tensor, labels: torch.
         if "v_sum" in s:
             s["v_sum"] = v if s["v_sum"] is None else s["v_sum"] + v
     if "row" in s:
-        s["row"] = torch.sub(s["row"], g.sum(1), alpha=s["lr"])
+        if s["lrs"] is not None:
+            s["row"] = s["row"] - s["lrs"]["meta.id_row"] * g.sum(1)
+        else:
+            s["row"] = torch.sub(s["row"], g.sum(1), alpha=s["lr"])
 
 
-def adapt_state(p: dict, spec: ModelSpec, x_meta, pre, labels, mask, steps: int, lr: float,
+def adapt_state(p: dict, spec: ModelSpec, x_meta, pre, labels, mask, steps: int, lr,
                 explicit: bool = False) -> dict:
     """`steps` SGD steps of each task's meta params (task-view p, shared) on its masked mean
-    BCE. explicit: keep what adapted_params needs to form per-task weights."""
+    BCE. lr: a float, or per-parameter lrs {name: tensor} (Meta-SGD; see the module docstring).
+    explicit: keep what adapted_params needs to form per-task weights."""
     glob = {k: v for k, v in p.items() if k.startswith("global.")}
     weight = mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
-    s = init_state(p, spec, x_meta, explicit)
-    s["lr"] = lr
+    per_param = isinstance(lr, dict)
+    s = init_state(p, spec, x_meta, explicit, per_param)
+    s["lr"], s["lrs"] = (None, lr) if per_param else (lr, None)
     for _ in range(steps):
         step(s, glob, spec, pre, labels, weight)
     return s
@@ -153,8 +183,11 @@ def rows_embedding(s: dict, rows: torch.Tensor | None, L: int) -> torch.Tensor:
 
     u = pick(s["u"])
     if s["pending"] is not None:  # the last step, on these rows only: −α (X Xᵀ + 1)[rows] V
-        u = torch.baddbmm(u, pick(s["gram"]), s["pending"][2], alpha=-s["lr"])
+        u = u_moved(s, u, pick)
     h = torch.relu(u)
+    if s["pending"] is not None and s["lrs"] is not None:  # element-wise lrs: W2, b2 made explicit
+        w2, b2 = w2_updated(s)
+        return meta_out({**s, "w2": w2, "b2": b2}, h, h.shape[:-1])
     e = meta_out(s, h, h.shape[:-1])
     if s["pending"] is not None:  # and W2, b2: −α Σ_s g_s (h_s·h_r + 1)
         h_s, g, _ = s["pending"]
@@ -167,15 +200,16 @@ def adapted_params(p: dict, s: dict, x_meta: torch.Tensor) -> dict:
     """The task-view params with explicit per-task meta weights (as `finetune.adapt` returns);
     s from adapt_state(..., explicit=True)."""
     out = dict(p)
-    lr = s["lr"]
+    lrs = s["lrs"]
+    lr_w1, lr_b1 = (s["lr"], s["lr"]) if lrs is None else (lrs["meta.w1"], lrs["meta.b1"])
     if "u" in s:
         B = x_meta.shape[0]
         w1, b1 = p["meta.w1"], p["meta.b1"]
         if s["v_sum"] is None:
             w1, b1 = w1.expand(B, *w1.shape), b1.expand(B, *b1.shape)
         else:
-            w1 = w1 - lr * torch.bmm(s["v_sum"].transpose(1, 2), x_meta)
-            b1 = b1 - lr * s["v_sum"].sum(1)
+            w1 = w1 - lr_w1 * torch.bmm(s["v_sum"].transpose(1, 2), x_meta)
+            b1 = b1 - lr_b1 * s["v_sum"].sum(1)
         w2, b2 = (s["w2"], s["b2"]) if s["pending"] is None else w2_updated(s)
         if w2.dim() == 2:
             w2, b2 = w2.expand(B, *w2.shape), b2.expand(B, *b2.shape)

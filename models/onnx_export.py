@@ -108,6 +108,7 @@ def metadata(ckpt: Checkpoint, contract, graph_sha256: str, default: np.ndarray 
         "item_buckets": spec.item_buckets,
         "default_embedding": [float(x) for x in default],
         "default_embedding_rule": default_rule,
+        "finetune": ckpt.finetune_choice,  # what the daily embeddings were fine-tuned with (None: the fallback)
         "inputs": list(contract.INPUTS),
         "outputs": list(contract.OUTPUTS),
         "graph_sha256": graph_sha256,

@@ -5,6 +5,9 @@ limaml:  inner loop adapts a per-task copy of θ_meta on the support set (n SGD
          the inner loop: second-order by default) and θ_global.
 maml:    the same, but the whole network is adapted in the inner loop.
 vanilla: the same task batching, no inner loop; the loss is on all samples.
+meta_sgd (limaml): Meta-SGD (Li et al. 2017), the inner loop's step size per meta-block
+         parameter element is task_lr · exp(ρ), ρ meta-learned by the outer step along with
+         θ (its own Adam lr, meta_sgd_lr); the checkpoint keeps exp(ρ) as lr_scale.
 A warm start (`init`, e.g. limaml from a vanilla checkpoint) just begins from
 those parameters. Outer optimizer: torch.optim.Adam, lr = β · tasks_per_batch / 128
 (the paper's linear scaling), linear warm-up then cosine decay (torch's LinearLR then
@@ -51,28 +54,40 @@ def split_masks(t: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
     return sup, t.mask - sup
 
 
-def task_losses(params: dict, spec: ModelSpec, t: Tensors, c: dict, track: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-task loss the outer step minimizes, plus (query logits, query mask)."""
+def task_losses(params: dict, spec: ModelSpec, t: Tensors, c: dict, track: bool,
+                log_lr: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-task loss the outer step minimizes, plus (query logits, query mask). log_lr: the
+    Meta-SGD log-multipliers ρ of the inner step (None: the scalar task_lr)."""
     mode = c["mode"]
     if mode == "vanilla":
         p = blocks.task_view(params, spec, t.task_ids)
         lg = blocks.logits(p, t.x_meta, t.x_other, t.item_ids, spec)
         return blocks.masked_task_loss(lg, t.labels, t.mask), lg, t.mask
     sup, qry = split_masks(t)
-    p = adapt(params, spec, t, sup, int(c["inner_steps"]), float(c["task_lr"]),
+    lr = float(c["task_lr"])
+    if log_lr is not None:
+        with torch.set_grad_enabled(track):
+            lr = {k: lr * torch.exp(v) for k, v in log_lr.items()}
+    # the inner loop sees support rows only: the rows past the longest support are all query
+    # (weight 0 there), so it runs on the first max(n_support) rows, with the same result
+    ls = max(1, int(t.n_support.max()))
+    ts = Tensors(t.x_meta[:, :ls], t.x_other[:, :ls], t.item_ids[:, :ls], t.labels[:, :ls], t.lengths.clamp(max=ls),
+                 t.task_ids, t.mask[:, :ls], t.n_support)
+    p = adapt(params, spec, ts, sup[:, :ls], int(c["inner_steps"]), lr,
               which="meta" if mode == "limaml" else "all", track=track, first_order=bool(c["first_order"]))
     with torch.set_grad_enabled(track):
         lg = blocks.logits(p, t.x_meta, t.x_other, t.item_ids, spec)
         return blocks.masked_task_loss(lg, t.labels, qry), lg, qry
 
 
-def evaluate_batch(params: dict, spec: ModelSpec, t: Tensors, c: dict, chunk: int = 1024) -> dict:
+def evaluate_batch(params: dict, spec: ModelSpec, t: Tensors, c: dict, chunk: int = 1024,
+                   log_lr: dict | None = None) -> dict:
     """Query loss and AUC (pooled over samples) the way the mode infers."""
     losses, ys, ss = [], [], []
     for s in range(0, t.lengths.shape[0], chunk):
         sub = _trim(t, torch.arange(s, min(s + chunk, t.lengths.shape[0]), device=t.lengths.device))
         with torch.no_grad():
-            per_task, lg, m = task_losses(params, spec, sub, c, track=False)
+            per_task, lg, m = task_losses(params, spec, sub, c, track=False, log_lr=log_lr)
         keep = m.sum(1) > 0
         losses.append(per_task[keep])
         sel = m > 0
@@ -133,6 +148,11 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
     else:
         start = blocks.init_params(spec, seed=int(c.get("seed", 0)))
     params = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in start.items()}
+    log_lr = None
+    if c.get("meta_sgd", False) and mode == "limaml":  # the meta block's step sizes: LiMAML's inner loop
+        init_scale = init.lr_scale if init is not None and init.lr_scale is not None else None
+        log_lr = {k: (torch.log(init_scale[k].clamp_min(1e-12)) if init_scale is not None else torch.zeros(shape))
+                  .to(device).requires_grad_(True) for k, shape in blocks.lr_shapes(spec).items()}
 
     T = t.lengths.shape[0]
     tpb = int(c["tasks_per_batch"])
@@ -143,18 +163,21 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
     # The first optimizer built in a process imports torch._dynamo (+5-7 s on a 2-core box
     # by `python -X importtime`; `import torch.optim` itself is free, torch loads it); only
     # training processes build one, so fine-tune, publish and the CLI never pay it.
-    opt = torch.optim.Adam(list(params.values()), lr=peak_lr)
+    groups = [{"params": list(params.values()), "lr": peak_lr}]
+    if log_lr is not None:
+        groups.append({"params": list(log_lr.values()), "lr": float(c["meta_sgd_lr"]) * tpb / 128.0})
+    opt = torch.optim.Adam(groups, lr=peak_lr)
     schedule = warmup_cosine(opt, warmup, total)
     gen = torch.Generator().manual_seed(int(c.get("seed", 0)))
     metrics: dict = {"train_loss": [], "valid": [], "n_train_tasks": T, "peak_lr": peak_lr}
-    best = (-1.0, None, -1)
+    best = (-1.0, None, -1, None)
     t0, step = time.time(), 0
     for epoch in range(int(c["epochs"])):
         perm = torch.randperm(T, generator=gen).to(device)
         run_loss = 0.0
         for b in range(steps_per_epoch):
             sub = _trim(t, perm[b * tpb:(b + 1) * tpb])
-            per_task, _, _ = task_losses(params, spec, sub, c, track=True)
+            per_task, _, _ = task_losses(params, spec, sub, c, track=True, log_lr=log_lr)
             loss = per_task.mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch} step {step}; "
@@ -162,6 +185,8 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params.values(), float(c["grad_clip"]))
+            if log_lr is not None:  # clipped on their own: their gradient scale is not θ's
+                torch.nn.utils.clip_grad_norm_(log_lr.values(), float(c["grad_clip"]))
             opt.step()
             schedule.step()
             run_loss += loss.item()
@@ -169,18 +194,27 @@ def train(spec: ModelSpec, train_cfg, data: TaskBatch, *, valid: TaskBatch | Non
         metrics["train_loss"].append(run_loss / steps_per_epoch)
         line = f"[{mode}] epoch {epoch + 1}/{c['epochs']} step {step}/{total} train_loss {run_loss / steps_per_epoch:.4f}"
         if tv is not None and tv.lengths.shape[0] > 0:
-            v = evaluate_batch(params, spec, tv, c)
+            v = evaluate_batch(params, spec, tv, c, log_lr=log_lr)
             metrics["valid"].append(v)
             line += f" valid_loss {v['loss']:.4f} valid_auc {v['auc']:.4f}"
             if v["auc"] > best[0] or best[1] is None:
-                best = (v["auc"], {k: p.detach().clone() for k, p in params.items()}, epoch + 1)
+                best = (v["auc"], {k: p.detach().clone() for k, p in params.items()}, epoch + 1, _scales(log_lr))
         say(line + f" ({time.time() - t0:.1f}s)")
     final = best[1] if best[1] is not None else {k: p.detach().clone() for k, p in params.items()}
+    lr_scale = best[3] if best[1] is not None else _scales(log_lr)
     metrics["best_epoch"] = best[2] if best[1] is not None else int(c["epochs"])
+    if lr_scale is not None:  # a summary of the learned step sizes, per parameter
+        metrics["lr_scale"] = {k: {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
+                               for k, v in lr_scale.items()}
     metrics["train_seconds"] = round(time.time() - t0, 2)
     tc = dict(c)
     if init is not None:
         tc["warm_start_from"] = init.version
     return Checkpoint(spec=spec, params={k: v.cpu() for k, v in final.items()}, mode=mode, train_config=tc,
                       meta_columns=list(meta_columns), context_columns=list(context_columns), metrics=metrics,
-                      input_stats=stats)
+                      input_stats=stats, lr_scale=lr_scale)
+
+
+def _scales(log_lr: dict | None) -> dict | None:
+    """The learned lr multipliers exp(ρ), detached on the CPU (None without Meta-SGD)."""
+    return None if log_lr is None else {k: torch.exp(v.detach()).cpu() for k, v in log_lr.items()}

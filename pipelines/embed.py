@@ -70,8 +70,13 @@ def output_schema(keys: list[str]) -> str:
 
 def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads: int, torch_seconds=None):
     """The function mapInArrow runs on each partition (shipped with the checkpoint inside).
-    torch_seconds: an optional Spark accumulator that sums the workers' fine-tune time."""
+    torch_seconds: an optional Spark accumulator that sums the workers' fine-tune time. Each
+    task is fine-tuned with its support-size bucket's (steps, lr): the checkpoint's validation
+    choice, or [finetune] steps / lr where the config sets them (models.choice.resolve)."""
+    from models.choice import resolve
+
     fine_tune = cfg.finetune
+    choice = resolve(ckpt, fine_tune.steps, fine_tune.lr)
     meta_dim, context_dim = len(ckpt.meta_columns), len(ckpt.context_columns)
     valid_from = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     version = ckpt.version
@@ -79,9 +84,8 @@ def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads
     def embed_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import torch
 
+        from models.choice import finetune_chosen
         from models.data import NonFiniteEmbeddingError
-
-        from models.finetune import finetune_embed
 
         torch.set_num_threads(threads)
         device = fine_tune.device if fine_tune.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,9 +94,8 @@ def make_embedder(ckpt, keys: list[str], run_date: dt.date, cfg: Config, threads
                 continue
             started = time.perf_counter()
             try:
-                emb = finetune_embed(ckpt, task_batch(batch, meta_dim, context_dim), steps=fine_tune.steps,
-                                     lr=fine_tune.lr, pooling=fine_tune.pooling, device=device,
-                                     min_samples=fine_tune.min_samples)
+                emb = finetune_chosen(ckpt, task_batch(batch, meta_dim, context_dim), choice,
+                                      pooling=fine_tune.pooling, device=device, min_samples=fine_tune.min_samples)
             except NonFiniteEmbeddingError as e:
                 bad = [tuple(batch.column(k)[i].as_py() for k in keys) for i in e.task_indices[:10]]
                 raise NonFiniteEmbeddingError(e.task_indices, f"NaN/inf embedding for {len(e.task_indices)} "
@@ -149,5 +152,8 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, ckpt) -> dict:
     lake.log_stage(cfg, STAGE, {run_date: rows}, t.seconds, f"model={ckpt.version}")
     # finetune_s: fine-tune time summed over the workers; the rest of the stage is Spark
     # (read, shuffle, Arrow transfer, Delta write) and its share shows in the bench output
+    from models.choice import resolve
+
     return {"stage": STAGE, "rows": rows, "seconds": t.seconds, "tasks_per_s": rows / max(t.seconds, 1e-9),
-            "model_version": ckpt.version, "finetune_s": round(torch_seconds.value, 1), "partitions": buckets}
+            "model_version": ckpt.version, "finetune_s": round(torch_seconds.value, 1), "partitions": buckets,
+            "finetune": resolve(ckpt, cfg.finetune.steps, cfg.finetune.lr).describe()}

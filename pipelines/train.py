@@ -38,13 +38,15 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
         max_tasks: int | None = None) -> dict:
     from models.blocks import ModelSpec
     from models.checkpoint import load_checkpoint, save_checkpoint
-    from models.train import train
+    from models.choice import choose, split
     from models.onnx_export import mean_embedding
+    from models.train import train
 
     with lake.Timer() as t:
         data = load_tasks(spark, cfg, run_date, inputs, max_tasks)
         spec = ModelSpec.from_config(cfg.model, len(inputs.meta_columns), len(inputs.context_columns))
-        # 10% of tasks (by hash order, so deterministic) held out to report validation figures.
+        # 10% of tasks (by hash order, so deterministic) held out: validation figures, and the
+        # fine-tune the model is served with, chosen on them (models.choice).
         n = len(data.lengths)
         hold = np.zeros(n, dtype=bool)
         hold[:: 10] = n >= 20
@@ -55,6 +57,10 @@ def run(spark: SparkSession, cfg: Config, run_date: dt.date, inputs: Inputs, pro
         ckpt = train(spec, cfg.train, take(~hold), valid=take(hold) if hold.any() else None, init=init,
                      meta_columns=list(inputs.meta_columns), context_columns=list(inputs.context_columns),
                      progress=progress)
+        if hold.any():
+            choice = choose(ckpt.params, spec, *split(take(hold)), stats=ckpt.input_stats, lr_scale=ckpt.lr_scale)
+            ckpt.finetune_choice = choice.to_dict()
+            progress(f"[{cfg.train.mode}] fine-tune chosen on {int(hold.sum())} validation tasks: {choice.describe()}")
         path = save_checkpoint(ckpt, cfg.location(cfg.model.checkpoint_dir))
         artifact = export_artifact(ckpt, cfg.location(cfg.model.checkpoint_dir), mean_embedding(ckpt, data),
                                    f"mean meta-trained embedding (k = 0, latest sample) of the {n} training tasks")

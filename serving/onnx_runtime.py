@@ -66,6 +66,11 @@ def load_artifact(path, expect_version: str | None = None) -> ServingArtifact:
     return ServingArtifact(source=str(path), meta=meta, session=_session(data, meta, str(path)))
 
 
+def read_metadata(path) -> dict:
+    """The artifact's metadata document, verified, without starting ONNX Runtime."""
+    return _metadata(contract.read_artifact_bytes(path), str(path))
+
+
 def load_for_version(cfg: Config, model_version: str) -> ServingArtifact:
     return load_artifact(artifact_path(cfg, model_version), expect_version=model_version)
 

@@ -37,16 +37,13 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from core import config as config_mod
 from models.blocks import ModelSpec
 from models.data import TaskBatch
 from models.metrics import auc
 from models.train import train
-from models import blocks
-from models.data import prepare
-from models.finetune import adapt, embed
+from models.choice import BUCKETS, GRID, bucket_of, choose, query_logits
 from metaemb.research.report import METHODS, markdown, plots
 
 PRIOR_WEIGHT = 2.0  # pseudo-count pulling a short history's positive rate to the global rate
@@ -180,37 +177,17 @@ def eval_tasks(df, t1, lo_frac, hi_frac, N, meta_cols, other_cols, train_tasks: 
 # scoring
 
 
-def predict(params, spec: ModelSpec, ev: dict, steps: int, lr: float, which: str, chunk: int = 128,
-            stats: dict | None = None) -> np.ndarray:
-    """Query logits [T, Lq] after `steps` fine-tune steps on each task's support set
-    (inputs standardized with the checkpoint's `stats`, as every forward path does)."""
-    S = prepare(ev["support"], spec, stats=stats)
-    Q = prepare(ev["query"], spec, check=False, stats=stats)
-    S.mask = S.mask * torch.as_tensor(ev["n_support"] > 0, dtype=torch.float32).unsqueeze(1)  # stand-ins: no gradient
-    out = np.zeros(Q.labels.shape, np.float32)
-    for s in range(0, S.lengths.shape[0], chunk):
-        sl = slice(s, s + chunk)
-        ss, qq = S.rows(sl), Q.rows(sl)
-        p = adapt(params, spec, ss, ss.mask, steps, lr, which=which)
-        with torch.no_grad():
-            e = embed(p, spec, ss, "latest")  # the published embedding
-            pre = blocks.global_pre(p, qq.x_other, qq.item_ids, spec)
-            lg = blocks.global_from_pre(p, pre, e.unsqueeze(1).expand(-1, qq.labels.shape[1], -1), spec)
-        out[sl] = lg.numpy()
-    return out
-
-
-BUCKETS = ("lt25", "ge25")
-
-
-def bucket_mask(ev: dict, bucket: str) -> np.ndarray:
-    return ev["n_support"] < 25 if bucket == "lt25" else ev["n_support"] >= 25
+def predict(params, spec: ModelSpec, ev: dict, steps: int, lr: float, which: str, stats=None,
+            lr_scale=None) -> np.ndarray:
+    """Query logits [T, Lq] of the evaluation tasks after the fine-tune (models.choice.query_logits)."""
+    return query_logits(params, spec, ev["support"], ev["query"], ev["n_support"], steps, lr, which, stats, lr_scale)
 
 
 def slice_aucs(ev: dict, logits: np.ndarray) -> dict:
     q = ev["query"]
     valid = np.arange(q.labels.shape[1])[None, :] < q.lengths[:, None]
-    sel = {"all": np.ones(len(q.lengths), bool), "lt25": ev["n_support"] < 25, "ge25": ev["n_support"] >= 25,
+    bucket = bucket_of(ev["n_support"])
+    sel = {"all": np.ones(len(q.lengths), bool), **{name: bucket == b for b, name in enumerate(BUCKETS)},
            "cold": ev["cold"]}
     res = {}
     for name, m in sel.items():
@@ -257,10 +234,9 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
     progress(f"split: train {len(tr)} task windows | validation {len(va['n_support'])} tasks | test "
              f"{len(te['n_support'])} tasks ({int(te['cold'].sum())} cold)")
     n_epochs = epochs or (4 if quick else 5)
-    # (0, 0.0) = no fine-tune: validation may find that a bucket is better left un-tuned
-    # (the daily job's [finetune] min_samples does the same for short tasks)
-    grid = ft_grid or (((0, 0.0), (1, 0.3), (3, 0.3)) if quick else
-                       ((0, 0.0), (1, 0.1), (1, 0.3), (3, 0.3), (3, 1.0)))
+    # models.choice.GRID, which `metaemb train` chooses from too; (0, 0.0) = no fine-tune:
+    # validation may find that a bucket is better left un-tuned
+    grid = ft_grid or (((0, 0.0), (1, 0.3), (3, 0.3)) if quick else GRID)
     results: dict = {}  # (method, meta_block, ft, slice) -> list of (auc, n)
     chosen: dict = {}
     curves: dict = {}
@@ -272,11 +248,14 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
     for method, block in runs:
         name = method if block == "mlp" else f"{method}+id"
         for seed in range(int(seeds)):
-            ck, best, no_ft, ft = fit_and_score(specs[block], replace(cfg.train, mode=method, epochs=n_epochs, seed=seed),
-                                                tr, vb, va, te, grid)
+            tc = replace(cfg.train, mode=method, epochs=n_epochs, seed=seed,
+                         meta_sgd=cfg.train.meta_sgd and method == "limaml")  # Meta-SGD: the meta block's lrs
+            ck, best, no_ft, ft = fit_and_score(specs[block], tc, tr, vb, va, te, grid)
             curves.setdefault(name, []).append([v["auc"] for v in ck.metrics["valid"]])
             chosen.setdefault(name, []).append({"seed": seed, "best_epoch": ck.metrics["best_epoch"],
-                                                **{f"ft_{b}": list(best[b]) for b in BUCKETS}})
+                                                **{f"ft_{b}": list(best[b]) for b in BUCKETS},
+                                                **({"lr_scale_mean": {k: round(v["mean"], 3) for k, v in ck.metrics["lr_scale"].items()}}
+                                                   if "lr_scale" in ck.metrics else {})})
             for use_ft, lg in ((False, no_ft), (True, ft)):
                 for sl, (a, n) in slice_aucs(te, lg).items():
                     results.setdefault((method, block, use_ft, sl), []).append((a, n))
@@ -290,7 +269,9 @@ def run_evaluate(interactions_path, out_dir, features_path=None, task_key=("user
     (out / "report.json").write_text(json.dumps(rows, indent=2))
     meta = {"events": len(df), "tasks": int(df["task"].nunique()), "t1": t1, "split": list(split), "seeds": int(seeds),
             "epochs": n_epochs, "grid": grid, "chosen": chosen, "spec": specs["mlp"].to_dict(), "meta_columns": meta_cols,
-            "other_columns": other_cols, "seconds": round(time.time() - t_start, 1), "quick": quick}
+            "other_columns": other_cols, "seconds": round(time.time() - t_start, 1), "quick": quick,
+            "train": {k: getattr(cfg.train, k) for k in ("inner_steps", "task_lr", "first_order", "meta_sgd", "meta_sgd_lr",
+                                                           "meta_lr", "tasks_per_batch")}}
     (out / "report.md").write_text(markdown(rows, std, meta))
     plots([r for r in rows if r["meta_block"] == "mlp"], curves, out)
     progress(f"evaluate: wrote {out / 'report.json'}, report.md, plots ({time.time() - t_start:.0f}s)")
@@ -304,17 +285,17 @@ def fit_and_score(spec: ModelSpec, tc, tr: TaskBatch, vb: TaskBatch, va: dict, t
     history (the daily job knows each task's count)."""
     which = "meta" if tc.mode == "limaml" else "all"
     ck = train(spec, tc, tr, valid=vb, progress=None)
-    st = ck.input_stats
-    val = {g: slice_aucs(va, predict(ck.params, spec, va, g[0], g[1], which, stats=st)) for g in grid}
-    best = {b: max(grid, key=lambda g: np.nan_to_num(val[g][b][0], nan=-1.0)) for b in BUCKETS}
+    st, ls = ck.input_stats, ck.lr_scale
+    choice = choose(ck.params, spec, va["support"], va["query"], va["n_support"], which=which, stats=st, lr_scale=ls,
+                    grid=grid)
+    ck.finetune_choice = choice.to_dict()  # what a checkpoint trained by `metaemb train` carries
     no_ft = predict(ck.params, spec, te, 0, 0.0, which, stats=st)
     ft = no_ft.copy()
-    for g in set(best.values()):
-        lg = predict(ck.params, spec, te, g[0], g[1], which, stats=st)
-        for b in BUCKETS:
-            if best[b] == g:
-                rows_b = bucket_mask(te, b)
-                ft[rows_b] = lg[rows_b]
+    bucket = bucket_of(te["n_support"])
+    for b in range(len(BUCKETS)):
+        steps, lr = choice.of(b)
+        ft[bucket == b] = predict(ck.params, spec, te, steps, lr, which, stats=st, lr_scale=ls)[bucket == b]
+    best = {name: choice.of(b) for b, name in enumerate(BUCKETS)}
     return ck, best, no_ft, ft
 
 

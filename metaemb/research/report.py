@@ -56,6 +56,8 @@ def markdown(rows: list[dict], std: dict, meta: dict) -> str:
               f"{meta['split'][2]:.0%}, then test queries; support at test = the task's last N events before its test "
               "queries (its validation events included).", "",
               "Choices made on validation: " + json.dumps(meta["chosen"]), "",
+              *([f"Training ([train]; meta_sgd applies to LiMAML only): {json.dumps(meta['train'])}.", ""]
+                if "train" in meta else []),
               f"Model: {json.dumps(meta['spec'])}; meta features {meta['meta_columns']}; other features "
               f"{meta['other_columns']}. Run time {meta['seconds']} s.", ""]
     return "\n".join(lines)

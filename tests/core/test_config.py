@@ -95,3 +95,33 @@ def test_absolute_installation_paths_are_kept(tmp_path):
     cfg = C.load(write(tmp_path, '[spark]\njars_dir = "/opt/metaemb/.jars"\n[feast]\nrepo_path = "/opt/metaemb/fr"\n'))
     assert cfg.spark.jars_dir == "/opt/metaemb/.jars" and cfg.feast.repo_path == "/opt/metaemb/fr"
     assert C.from_dict(cfg.to_dict()).spark.jars_dir == "/opt/metaemb/.jars"  # round trip (child processes)
+
+
+def test_meta_sgd_keys(tmp_path):
+    cfg = C.load(write(tmp_path, "[train]\nmeta_sgd = true\nmeta_sgd_lr = 0.02\ninner_steps = 3\n"))
+    assert cfg.train.meta_sgd is True and cfg.train.meta_sgd_lr == 0.02 and cfg.train.inner_steps == 3
+    defaults = C.load(write(tmp_path, "[data]\n")).train
+    assert (defaults.meta_sgd, defaults.inner_steps, defaults.task_lr) == (True, 3, 0.3)  # what evaluation kept
+    assert C.load(write(tmp_path, '[train]\nmode = "maml"\n')).train.meta_sgd  # maml trains without it
+    with pytest.raises(C.ConfigError, match=r"\[train\] meta_sgd_lr = 0.0; must be > 0"):
+        C.load(write(tmp_path, "[train]\nmeta_sgd_lr = 0.0\n"))
+    with pytest.raises(C.ConfigError, match=r"\[train\] meta_sgd must be true or false"):
+        C.load(write(tmp_path, '[train]\nmeta_sgd = "learned"\n'))
+
+
+def test_the_project_config_loads():
+    # metaemb.toml at the project root: the evaluation's [train] (3 inner steps at 0.3, Meta-SGD)
+    cfg = C.load(C.PROJECT_ROOT / "metaemb.toml")
+    assert cfg.train.mode == "limaml" and cfg.train.meta_sgd and cfg.train.inner_steps == 3
+
+
+def test_finetune_steps_and_lr_come_from_the_checkpoint_unless_set(tmp_path):
+    assert (C.load(write(tmp_path, "[data]\n")).finetune.steps, C.load(write(tmp_path, "[data]\n")).finetune.lr) == (None, None)
+    cfg = C.load(write(tmp_path, "[finetune]\nsteps = 1\nlr = 2\n"))
+    assert (cfg.finetune.steps, cfg.finetune.lr) == (1, 2.0)
+    with pytest.raises(C.ConfigError, match=r"\[finetune\] steps must be int"):
+        C.load(write(tmp_path, '[finetune]\nsteps = "3"\n'))
+    with pytest.raises(C.ConfigError, match=r"\[finetune\] lr = 0.0; must be > 0"):
+        C.load(write(tmp_path, "[finetune]\nlr = 0.0\n"))
+    C.write(cfg, tmp_path / "round.toml")  # None values are left out of a written config
+    assert C.load(tmp_path / "round.toml").finetune.steps == 1

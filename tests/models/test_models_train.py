@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from core.config import TrainConfig
 from models.checkpoint import Checkpoint
@@ -59,8 +60,12 @@ def test_warm_start_from_vanilla(data):
     assert lim.train_config["warm_start_from"] == van.version
     assert lim.version != van.version
     # a warm start really starts from the vanilla weights: zero epochs returns them unchanged
-    same = train(SPEC, cfg("limaml", epochs=0), tr, init=van)
+    same = train(SPEC, cfg("limaml", epochs=0, meta_sgd=False), tr, init=van)
     assert same.version == van.version
+    # with Meta-SGD the same weights gain step sizes of 1 (another model, so another version)
+    sgd = train(SPEC, cfg("limaml", epochs=0), tr, init=van)
+    assert all(torch.equal(sgd.params[k], van.params[k]) for k in van.params)
+    assert all(bool((v == 1).all()) for v in sgd.lr_scale.values()) and sgd.version != van.version
 
 
 def test_bad_training_input_is_rejected(data):
@@ -100,3 +105,34 @@ def test_kernel_inner_loop_gives_autograds_outer_gradient(meta_block, meta_in, f
         else:
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=k)
     assert max(float(g.abs().max()) for g in grads[1] if g is not None) > 1e-2
+
+
+@pytest.mark.parametrize("mode", ["limaml", "maml"])
+def test_inner_loop_on_support_rows_only_is_exact(mode):
+    # task_losses runs the inner loop on the first max(n_support) rows (the rest are query):
+    # the same outer loss and gradient as adapting over every row with the query masked out
+    import torch
+
+    from models import blocks
+    from models.finetune import adapt
+    from models.train import split_masks, task_losses
+    from models_helpers import random_batch
+
+    spec = small_spec(meta_in=5)
+    t = prepare(random_batch(B=9, L=10, seed=5), spec)
+    t.n_support = (t.lengths.float() * 0.5).long().clamp_min(1)  # longest support < L: rows get cut
+    assert int(t.n_support.max()) < t.mask.shape[1]
+    c = {"mode": mode, "inner_steps": 2, "task_lr": 0.5, "first_order": False}
+    params = {k: v.requires_grad_(True) for k, v in init_params(spec, 1).items()}
+    got, _, _ = task_losses(params, spec, t, c, track=True)
+    g_got = torch.autograd.grad(got.sum(), list(params.values()), allow_unused=True)
+    sup, qry = split_masks(t)
+    p = adapt(params, spec, t, sup, 2, 0.5, which="meta" if mode == "limaml" else "all", track=True)
+    ref = blocks.masked_task_loss(blocks.logits(p, t.x_meta, t.x_other, t.item_ids, spec), t.labels, qry)
+    g_ref = torch.autograd.grad(ref.sum(), list(params.values()), allow_unused=True)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    for k, a, b in zip(params, g_got, g_ref):
+        if b is None:
+            assert a is None or not a.any(), k
+        else:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=k)
