@@ -170,3 +170,32 @@ def require(binary: str) -> str:
     if exe is None:
         pytest.fail(f"{binary} not installed")
     return exe
+
+
+def kill9_stage_when_paused(cfg, stage: str, run_date, pause_at: str, log_path: Path, while_paused=None):
+    """spark-submit `stage` of `run_date` with a pause point armed (pipelines.faults), wait until
+    the stage reaches it, call `while_paused()` (e.g. a reader's lookups), then kill -9 the whole
+    process group; returns what while_paused returned."""
+    import pyspark
+
+    from metaemb.jobs import submit_command
+    from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
+
+    spark_submit = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
+    marker = log_path.parent / f"paused-{stage}"
+    env = {**os.environ, PAUSE_AT_ENV: pause_at, PAUSE_MARKER_ENV: str(marker)}
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(submit_command(cfg, stage, run_date, spark_submit), env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not marker.exists():
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, f"{stage} never reached {pause_at}"
+            time.sleep(0.2)
+        seen = while_paused() if while_paused else None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    return seen

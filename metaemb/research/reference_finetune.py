@@ -21,11 +21,13 @@ from models.finetune import check_finetune_args
 
 
 def finetune_embed_loop(ckpt, batch: TaskBatch, *, steps: int, lr: float, pooling: str = "latest") -> np.ndarray:
-    """One task at a time, learn2learn-style: clone θ_meta, k steps, embed. The
-    reference the batched path must equal, and the benchmark's baseline."""
+    """One task at a time, learn2learn-style: clone θ_meta, k steps (lr, times the checkpoint's
+    Meta-SGD multipliers if it has them), embed. The reference the batched path must equal, and
+    the benchmark's baseline."""
     check_finetune_args(steps, lr, pooling)
     spec = ckpt.spec
     t = prepare(batch, spec, "cpu", stats=getattr(ckpt, "input_stats", None))
+    scale = getattr(ckpt, "lr_scale", None)  # Meta-SGD: lr times the learned multiplier per parameter
     rows = []
     for i in range(t.lengths.shape[0]):
         n = int(t.lengths[i])
@@ -41,7 +43,7 @@ def finetune_embed_loop(ckpt, batch: TaskBatch, *, steps: int, lr: float, poolin
             grads = torch.autograd.grad(loss, [p[k] for k in names])
             with torch.no_grad():
                 for k, g in zip(names, grads):
-                    p[k] = p[k] - lr * g
+                    p[k] = p[k] - lr * (scale[k] if scale else 1.0) * g
         with torch.no_grad():
             e = blocks.meta_forward(p, xm, spec)  # [n, E]
             if pooling == "latest":

@@ -6,28 +6,19 @@ the whole previous day; the rerun completes, the check passes and the new day is
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import numpy as np
-import pyspark
 import pytest
 
 from core import config as config_mod
 from metaemb.daily import run_daily
-from metaemb.jobs import submit_command
 from pipelines import labeled
-from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
-from project_helpers import project_raw, write_config
+from project_helpers import kill9_stage_when_paused, project_raw, write_config
 from serving import feast_repo, slots
 
 pytestmark = [pytest.mark.spark, pytest.mark.services]
 
 D1, D2 = dt.date(2026, 10, 26), dt.date(2026, 10, 27)
-SPARK_SUBMIT = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
 
 
 def online(cfg, keys: list[str]) -> dict[str, np.ndarray]:
@@ -50,22 +41,8 @@ def test_kill9_while_executors_write_keeps_the_previous_day(airflow_project, spa
     day1 = online(cfg, keys)
     assert len(day1) > 100 and slots.served_day(store) == D1
 
-    marker = tmp_path / "paused"
-    env = {**os.environ, PAUSE_AT_ENV: "redis:mid-write", PAUSE_MARKER_ENV: str(marker)}
-    log = (tmp_path / "publish.log").open("w")
-    proc = subprocess.Popen(submit_command(cfg, "publish", D2, SPARK_SUBMIT), env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while not marker.exists():
-            assert proc.poll() is None, (tmp_path / "publish.log").read_text()[-3000:]
-            assert time.time() < deadline, "the executors never wrote their first batch"
-            time.sleep(0.2)
-        during = online(cfg, keys)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    during = kill9_stage_when_paused(cfg, "publish", D2, "redis:mid-write", tmp_path / "publish.log",
+                                     while_paused=lambda: online(cfg, keys))
     after = online(cfg, keys)
     for seen in (during, after):
         assert seen.keys() == day1.keys() and all(np.array_equal(seen[k], day1[k]) for k in day1), \

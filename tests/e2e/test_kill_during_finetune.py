@@ -12,27 +12,18 @@ from __future__ import annotations
 import pytest
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import numpy as np
-import pyspark
 
-from project_helpers import own_lake_config
-from metaemb.jobs import submit_command
+from project_helpers import kill9_stage_when_paused, own_lake_config
 from core import tables
 from pipelines import labeled, lake, spark_io
 from serving import feast_repo, slots
 from metaemb.daily import run_daily
-from pipelines.faults import PAUSE_AT_ENV, PAUSE_MARKER_ENV
 
 pytestmark = pytest.mark.spark
 
 D1, D2 = dt.date(2026, 10, 26), dt.date(2026, 10, 27)
-SPARK_SUBMIT = str(Path(pyspark.__file__).parent / "bin" / "spark-submit")
 
 
 def online(cfg, keys: list[str]):
@@ -60,21 +51,7 @@ def test_kill9_in_finetune_keeps_previous_day_and_rerun_completes(airflow_projec
     assert len(keys) > 100 and day1["embedding"].notna().all()
 
     run_daily(spark, cfg, D2, inputs, stages=("labeled", "samples"), **quiet)
-    marker = tmp_path / "paused"
-    env = {**os.environ, PAUSE_AT_ENV: "embed:after-first-batch", PAUSE_MARKER_ENV: str(marker)}
-    log = (tmp_path / "embed.log").open("w")
-    proc = subprocess.Popen(submit_command(cfg, "embed", D2, SPARK_SUBMIT), env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while not marker.exists():
-            assert proc.poll() is None, (tmp_path / "embed.log").read_text()[-3000:]
-            assert time.time() < deadline, "the embed stage never reached its first fine-tuned batch"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill9_stage_when_paused(cfg, "embed", D2, "embed:after-first-batch", tmp_path / "embed.log")
 
     # Nothing of D2 is visible anywhere; readers still get the whole of D1.
     assert partition(spark, cfg, D2) == {}, "a killed fine-tune left rows of its date"

@@ -12,6 +12,7 @@ from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save
 from models.data import prepare
 from models.finetune import adapt, finetune_embed
 from models.train import split_masks, train
+from metaemb.research.reference_finetune import finetune_embed_loop
 from models_helpers import planted, random_batch, small_spec
 
 pytestmark = pytest.mark.unit
@@ -22,29 +23,6 @@ def random_scale(spec, seed=0):
     return {k: 0.2 + 1.6 * torch.rand(shape, generator=g) for k, shape in lr_shapes(spec).items()}
 
 
-def loop_embed(ck, batch, steps, lr):
-    """One task at a time, per-parameter lr = lr · lr_scale, plain autograd: the reference."""
-    spec = ck.spec
-    t = prepare(batch, spec, "cpu", stats=ck.input_stats)
-    rows = []
-    for i in range(t.lengths.shape[0]):
-        n = int(t.lengths[i])
-        xm, xo, it, y = t.x_meta[i, :n], t.x_other[i, :n], t.item_ids[i, :n], t.labels[i, :n]
-        p = blocks.task_view(ck.params, spec, t.task_ids[i])
-        names = [k for k in p if k.startswith("meta.")]
-        p = {k: (v.detach().clone() if k in names else v) for k, v in p.items()}
-        for _ in range(steps):
-            for k in names:
-                p[k].requires_grad_(True)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(blocks.logits(p, xm, xo, it, spec), y)
-            grads = torch.autograd.grad(loss, [p[k] for k in names])
-            with torch.no_grad():
-                p = {**p, **{k: p[k] - lr * ck.lr_scale[k] * g for k, g in zip(names, grads)}}
-        with torch.no_grad():
-            rows.append(blocks.meta_forward(p, xm, spec)[-1])
-    return torch.stack(rows).numpy()
-
-
 @pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "autograd"])
 @pytest.mark.parametrize("meta_block,meta_in", [("mlp", 5), ("id", 0), ("id", 5)])
 @pytest.mark.parametrize("steps", [1, 3])
@@ -53,7 +31,7 @@ def test_per_parameter_lr_equals_per_task_loop(meta_block, meta_in, steps, use_k
     ck = Checkpoint(spec=spec, params=init_params(spec, 1), lr_scale=random_scale(spec))
     batch = random_batch(B=14, L=9, meta_in=meta_in, seed=3)
     got = finetune_embed(ck, batch, steps=steps, lr=0.5, chunk_size=4, use_kernel=use_kernel)
-    np.testing.assert_allclose(got, loop_embed(ck, batch, steps, 0.5), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, finetune_embed_loop(ck, batch, steps=steps, lr=0.5), atol=1e-5, rtol=0)
     # the learned step sizes matter: the scalar lr gives other embeddings
     plain = Checkpoint(spec=spec, params=ck.params)
     assert np.abs(got - finetune_embed(plain, batch, steps=steps, lr=0.5, chunk_size=4)).max() > 1e-3
@@ -110,7 +88,7 @@ def test_meta_sgd_training_stores_learned_lrs_and_finetune_uses_them(tmp_path):
     for k in ck.lr_scale:
         assert torch.equal(back.lr_scale[k], ck.lr_scale[k])
     batch = planted(B=16, seed=2, meta_const=True)
-    np.testing.assert_allclose(finetune_embed(back, batch, steps=2, lr=1.0), loop_embed(back, batch, 2, 1.0), atol=1e-5)
+    np.testing.assert_allclose(finetune_embed(back, batch, steps=2, lr=1.0), finetune_embed_loop(back, batch, steps=2, lr=1.0), atol=1e-5)
     # the same weights without the learned lrs are another model (another version, other embeddings)
     plain = Checkpoint(spec=spec, params=ck.params, input_stats=ck.input_stats)
     assert plain.version != ck.version
