@@ -52,7 +52,7 @@ class FinetuneChoice:
         return cls(tuple(int(s) for s in d["steps"]), tuple(float(x) for x in d["lr"]), d.get("validation", {}))
 
     def describe(self) -> str:
-        return ", ".join(f"{b}: k={s}, lr={lr:g}" for b, s, lr in zip(BUCKETS, self.steps, self.lr))
+        return "; ".join(f"{b}: k={s}, lr={lr:g}" for b, s, lr in zip(BUCKETS, self.steps, self.lr))
 
 
 def resolve(ckpt, steps: int | None = None, lr: float | None = None) -> FinetuneChoice:
