@@ -70,11 +70,41 @@ def needs_spark(cfg: Config, stage: str) -> bool:
 def spark_writer(spark: "SparkSession", partitions: int | None = None):
     """publish's bulk write on the Spark executors ([feast] write_from = "spark"): each task
     writes its part of the day's meta_embeddings partition into the namespace, on a connection
-    of its own, in batches of [feast] write_batch_rows (serving.online.redis.write_arrow_batches).
-    partitions: tasks to split the day into (default: at least the task slots of the session)."""
-    if spark is None:
-        raise RuntimeError("[feast] write_from = \"spark\": publish needs a Spark session (run it through "
-                           "`metaemb run` or spark-submit metaemb/jobs.py, not as a plain Python task)")
+    of its own, in batches of [feast] write_batch_rows. The tasks get the day's data files and
+    read them with delta-rs (serving.online.redis.write_files), not through Spark's read, whose
+    JVM-to-Arrow hand-over of the rows to Python cost more than encoding and writing them
+    (`metaemb bench publish` runs both; docs/benchmarks.md). A table delta-rs refuses (deletion
+    vectors) goes through spark_read_writer.
+    partitions: tasks to split the day into (default: the task slots of the session; at most
+    one task per file)."""
+    _require_session(spark)
+
+    def write(cfg: Config, run_date: dt.date, namespace) -> int:
+        import functools
+
+        from core import tables
+        from pipelines import delta_tables, lake
+        from serving.day import partition_columns
+        from serving.online import redis as redis_store
+        from serving.online.encode import encoding
+
+        try:
+            day = lake.day_files(cfg, tables.META_EMBEDDINGS, run_date, partition_columns(cfg))
+        except delta_tables.DeltaReadError as e:
+            log.info("the executors get the day through Spark's read (%s)", e)
+            return spark_read_writer(spark, partitions)(cfg, run_date, namespace)
+        write_files = functools.partial(redis_store.write_files, redis_store.target(cfg), encoding(cfg), namespace,
+                                        cfg.feast.write_batch_rows, day)
+        tasks = max(1, min(partitions or spark.sparkContext.defaultParallelism, len(day.paths)))
+        return int(spark.sparkContext.parallelize(day.paths, tasks).mapPartitions(write_files).sum())
+
+    return write
+
+
+def spark_read_writer(spark: "SparkSession", partitions: int | None = None):
+    """spark_writer's bulk write with the day read by Spark and handed to the tasks by
+    mapInArrow: for tables that only Spark reads (deletion vectors, column mapping)."""
+    _require_session(spark)
 
     def write(cfg: Config, run_date: dt.date, namespace) -> int:
         import functools
@@ -89,16 +119,23 @@ def spark_writer(spark: "SparkSession", partitions: int | None = None):
 
         day = (spark_io.read_table(spark, cfg, tables.META_EMBEDDINGS).where(F.col(tables.RUN_DATE) == F.lit(run_date))
                .select(*partition_columns(cfg)))
-        if partitions:
-            day = day.repartition(partitions)
-        elif day.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
-            day = day.repartition(spark.sparkContext.defaultParallelism)
+        have, tasks = day.rdd.getNumPartitions(), partitions or spark.sparkContext.defaultParallelism
+        if partitions and have > partitions:
+            day = day.coalesce(partitions)  # no shuffle
+        elif have < tasks:
+            day = day.repartition(tasks)
         part = functools.partial(redis_store.write_arrow_batches, redis_store.target(cfg), encoding(cfg), namespace,
                                  cfg.feast.write_batch_rows)
         counts = day.mapInArrow(part, "rows long")
         return int(counts.agg(F.sum("rows")).first()[0] or 0)
 
     return write
+
+
+def _require_session(spark) -> None:
+    if spark is None:
+        raise RuntimeError("[feast] write_from = \"spark\": publish needs a Spark session (run it through "
+                           "`metaemb run` or spark-submit metaemb/jobs.py, not as a plain Python task)")
 
 
 def train_on(spark: "SparkSession", cfg: Config, run_date: dt.date, inputs: labeled.Inputs, *,

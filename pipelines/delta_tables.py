@@ -2,6 +2,7 @@
 
     delta_tables.read(path, columns, filters=[("run_date", "=", day)])   -> pyarrow.Table
     delta_tables.scan(path, columns, filters, batch_rows)                 -> Arrow batches, streamed
+    delta_tables.data_files(path, filters)             -> (version, data files): a day split across processes
     delta_tables.append(path, table)                                      one atomic commit
 
 Small driver-side work (publish's read of one day, the gate, check, stage_log/publish_log,
@@ -23,7 +24,7 @@ PUT (If-None-Match) of the next log entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -54,13 +55,13 @@ def exists(where: Location) -> bool:
         return DeltaTable.is_deltatable(where.uri, storage_options=where.delta_options())
 
 
-def _table(where: Location):
+def _table(where: Location, version: int | None = None):
     from deltalake import DeltaTable
 
     where = as_location(where)
     with _object_store_errors(where):
         try:
-            return DeltaTable(where.uri, storage_options=where.delta_options())
+            return DeltaTable(where.uri, version=version, storage_options=where.delta_options())
         except OSError:
             raise
         except Exception as e:  # deltalake raises TableNotFoundError, DeltaError, DeltaProtocolError ...
@@ -100,27 +101,48 @@ def _refused(where: Location, table, e: Exception) -> DeltaReadError:
         f"{protocol.min_reader_version}, reader features {protocol.reader_features or []}): {e}")
 
 
-def scan(where: Location, columns: list[str], filters: list[tuple] | None = None,
-         batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """The rows of `read`, streamed as batches of at most batch_rows: a reader holds one
-    batch (plus one read ahead), never the whole selection. DeltaReadError as `read`."""
-    from pyarrow.parquet import filters_to_expression
-
+def data_files(where: Location, filters: list[tuple] | None = None) -> tuple[int, list[str]]:
+    """The table's version and the data files of its snapshot that hold rows matching partition
+    `filters`, for readers that split the rows between processes (scan(files=, version=)).
+    DeltaReadError where scan would refuse the table."""
     where = as_location(where)
     table = _table(where)
     with _object_store_errors(where):
-        try:
-            dataset = table.to_pyarrow_dataset(file_pruning_predicate=filters or None)
-        except OSError:
-            raise
-        except Exception as e:
-            raise _refused(where, table, e) from e
+        return table.version(), [fragment.path for fragment in _dataset(where, table, filters).get_fragments()]
+
+
+def scan(where: Location, columns: list[str], filters: list[tuple] | None = None,
+         batch_rows: int = 65_536, files: Collection[str] | None = None,
+         version: int | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of `read`, streamed as batches of at most batch_rows: a reader holds one
+    batch (plus one read ahead), never the whole selection. files: only these data files (of
+    `data_files()`) of the snapshot at `version`. DeltaReadError as `read`."""
+    import pyarrow.dataset as ds
+    from pyarrow.parquet import filters_to_expression
+
+    where = as_location(where)
+    table = _table(where, version)
+    with _object_store_errors(where):
+        dataset = _dataset(where, table, filters)
+        if files is not None:
+            wanted = set(files)
+            dataset = ds.FileSystemDataset([f for f in dataset.get_fragments() if f.path in wanted], dataset.schema,
+                                           dataset.format, dataset.filesystem)
         # One batch at a time: a threaded scan reads ahead of a slow consumer (publish's
         # writes) without bound -- 163 MB of Arrow buffers for a 1M-row day, against 17 MB
         # unthreaded, which read the day as fast (0.66 s vs 0.71 s).
         yield from dataset.to_batches(columns=columns, filter=filters_to_expression(filters) if filters else None,
                                       batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
                                       use_threads=False)
+
+
+def _dataset(where: Location, table, filters: list[tuple] | None):
+    try:
+        return table.to_pyarrow_dataset(file_pruning_predicate=filters or None)
+    except OSError:
+        raise
+    except Exception as e:
+        raise _refused(where, table, e) from e
 
 
 def append(where: Location, rows: pa.Table) -> None:

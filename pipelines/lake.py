@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from core import tables
 from core.config import Config
+from core.storage import Location
 from pipelines import delta_tables
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,33 @@ def scan_day(cfg: Config, name: str, run_date: dt.date, columns: list[str],
         yield first.select(columns)
         for batch in batches:
             yield batch.select(columns)
+
+
+@dataclass(frozen=True)
+class DayFiles:
+    """One date partition of a stage table as its data files at one table version: a day that
+    several processes (Spark tasks) read in parts, each its own files, through delta-rs."""
+
+    where: Location
+    version: int
+    run_date: dt.date
+    columns: tuple[str, ...]
+    paths: tuple[str, ...]
+
+    def scan(self, paths: Collection[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The rows of these of the day's files (at the listed version: a later commit does not
+        change what a task reads)."""
+        for batch in delta_tables.scan(self.where, list(self.columns), filters=[(tables.RUN_DATE, "=", self.run_date)],
+                                       batch_rows=batch_rows, files=paths, version=self.version):
+            yield batch.select(list(self.columns))
+
+
+def day_files(cfg: Config, name: str, run_date: dt.date, columns: list[str]) -> DayFiles:
+    """The run_date partition's files; DeltaReadError where delta-rs refuses the table (then
+    Spark has to read it)."""
+    where = cfg.table_location(name)
+    version, paths = delta_tables.data_files(where, filters=[(tables.RUN_DATE, "=", run_date)])
+    return DayFiles(where, version, run_date, tuple(columns), tuple(paths))
 
 
 STAGE_LOG_SCHEMA = pa.schema([("stage", pa.string()), ("run_date", pa.date32()), ("rows", pa.int64()),

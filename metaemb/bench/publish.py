@@ -15,9 +15,17 @@ served day and replaces it (the steady state of a daily job):
                          instead of metaemb's packed RESP (the library's figure)
   batches, driver        metaemb's publish: the day into the other namespace in batches of
                          [feast] write_batch_rows, the switch, the old namespace removed
-  batches, executors xN  the same with the Spark executors writing (N tasks in parallel)
+  batches, executors xN  the same with the Spark executors writing (N tasks in parallel), each
+                         task reading its files of the day with delta-rs (write_from = "spark")
+  ... Spark's read       the same with the day read by Spark and handed to the tasks by
+                         mapInArrow (what a table delta-rs refuses gets)
+
+Before the executor paths, one Spark job starts the Python workers on every task slot and
+imports what the writers import ("executor warm-up"): a daily spark-submit pays that once, and
+without it the first executor path would carry it alone.
 
 For each: seconds until readers see the new day, seconds with the old day removed, rows/s, and
+the cores busy on average (the machine's, and the Redis servers'), and
 with --concurrent-reads the latency of a reader in another process that reads one task at a time
 (Redis: HMGET of both namespaces' fields; SQLite: both tables' rows), every 2 ms, all through the
 publish: p50 / p99 / max, and the server's memory at its peak. Lookups through Feast are compared
@@ -252,7 +260,7 @@ def _key_table(cfg: Config, keys: list[str], pa):
 def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_engine: bool = True,
                   executors: tuple[int, ...] = (1, 2), concurrent_reads: bool = False, sample: int = 1000,
                   out=sys.stdout) -> dict:
-    from metaemb.daily import spark_writer
+    from metaemb.daily import spark_read_writer, spark_writer
 
     root = cfg.path(cfg.pipeline.storage_root).resolve() / "_bench_publish"
     shutil.rmtree(root, ignore_errors=True)
@@ -276,7 +284,8 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
         paths.append(("redis-py pipeline, driver", "fast", "redis-py"))
     paths.append(("batches, driver", "fast", None))
     if redis:
-        paths += [(f"batches, executors x{n}", "fast", n) for n in executors]
+        paths += [(f"batches, executors x{n}", "fast", ("files", n)) for n in executors]
+        paths += [(f"batches, executors x{n}, Spark's read", "fast", ("spark", n)) for n in executors]
 
     store = feast_repo.apply(sub)
     publish.write_partition(sub, BENCH_DATE, "fast", store=store)  # a served day for the first path to replace
@@ -291,10 +300,14 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
             time.sleep(3.0)
             results.append({"path": "(no publish)", "rows": 0})
             spans.append((start, time.time(), time.time()))
+        if redis and executors:
+            results.append(_warm_executors(spark))
+            spans.append(None)
         for label, method, how in paths:
             cfg_path = dataclasses.replace(sub, feast=dataclasses.replace(sub.feast, batch_engine=how)) \
                 if method == "materialize" else sub
             store = feast_repo.feature_store(cfg_path)
+            cpu_before = _cpu_seconds(sub)
             start = time.time()
             t = time.perf_counter()
             entry = {"path": label, "rows": rows}
@@ -303,8 +316,9 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
                     one_transaction(cfg_path, store)
                     entry["served_s"] = entry["total_s"] = time.perf_counter() - t
                 else:
+                    writers = {"files": spark_writer, "spark": spark_read_writer}
                     writer = (redis_py_writer if how == "redis-py" else
-                              spark_writer(spark, partitions=how) if isinstance(how, int) else None)
+                              writers[how[0]](spark, partitions=how[1]) if isinstance(how, tuple) else None)
                     res = publish.write_partition(cfg_path, BENCH_DATE, method, store=store, writer=writer)
                     entry.update(served_s=res.seconds, total_s=time.perf_counter() - t,
                                  phases_s={k: round(v, 3) for k, v in res.phases.items()})
@@ -312,6 +326,7 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
                 log.exception("%s failed", label)
                 entry["error"] = f"{type(e).__name__}: {e}"[:300]
             spans.append((start, start + entry.get("served_s", 0.0), time.time()))
+            entry["cpu"] = _cpu_use(cpu_before, _cpu_seconds(sub), time.perf_counter() - t)
             if "served_s" in entry:
                 entry["rows_per_s"] = round(rows / entry["served_s"])
                 df = feast_repo.lookup(sub, [{sub.data.task_key[0]: k} for k in keys])
@@ -320,7 +335,10 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
             results.append(entry)
             time.sleep(1.0 if concurrent_reads else 0.0)  # the reader's quiet gap between paths
     if reader is not None:
-        for entry, (start, served, end) in zip(results, spans):
+        for entry, span in zip(results, spans):
+            if span is None:
+                continue
+            start, served, end = span
             entry["reader"] = reader.window(start, end)  # the whole publish
             if entry.get("served_s") and end > served:  # until readers see the new day / the old one's removal
                 entry["reader_until_served"] = reader.window(start, served)
@@ -335,6 +353,41 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
     _print(report, out)
     shutil.rmtree(root, ignore_errors=True)
     return report
+
+
+def _cpu_seconds(cfg: Config) -> dict:
+    """CPU seconds used so far: the whole machine's (busy, all cores) and the Redis servers'."""
+    import psutil
+
+    times = psutil.cpu_times()
+    out = {"machine": sum(times) - times.idle - getattr(times, "iowait", 0.0)}
+    if cfg.feast.online_store == "redis":
+        from redis import Redis
+
+        info = [Redis.from_url(f"redis://{node}").info("cpu") for node in cfg.feast.redis_connection.split(",")
+                if "=" not in node]
+        out["redis"] = sum(i["used_cpu_user"] + i["used_cpu_sys"] for i in info)
+    return out
+
+
+def _cpu_use(before: dict, after: dict, seconds: float) -> dict:
+    """Cores busy on average over the path (machine: all processes; redis: the servers)."""
+    return {k: round((after[k] - before[k]) / seconds, 2) for k in before if seconds > 0}
+
+
+def _warm_executors(spark) -> dict:
+    """One task per slot that imports what the executor writers import."""
+    def imports(_rows):
+        import importlib
+
+        for name in ("deltalake", "pyarrow.dataset", "pipelines.lake", "serving.online.redis"):
+            importlib.import_module(name)
+        yield 1
+
+    slots = spark.sparkContext.defaultParallelism
+    t = time.perf_counter()
+    spark.sparkContext.parallelize(range(slots), slots).mapPartitions(imports).sum()
+    return {"path": "executor warm-up", "rows": 0, "warm_up_s": round(time.perf_counter() - t, 2)}
 
 
 def _print(report: dict, out) -> None:
@@ -353,10 +406,17 @@ def _print(report: dict, out) -> None:
         if "error" in r:
             print(f"  {r['path']:<34} {'failed':>9}  {r['error']}", file=out)
             continue
+        if "warm_up_s" in r:
+            print(f"  {r['path']:<34} {r['warm_up_s']:>9.2f}  (Python workers started on every task slot)", file=out)
+            continue
         rd = r.get("reader") or {}
         read = (f"  {rd['p50_ms']:.2f} / {rd['p99_ms']:.2f} / {rd['max_ms']:.1f} ms ({rd['reads']:,} reads)"
                 + (f", {rd['peak_bytes'] / 2**20:,.0f} MB" if rd.get("peak_bytes") else "")) if rd.get("reads") else ""
         print(f"  {r['path']:<34} {r['served_s']:>9.2f} {r['total_s']:>8.2f} {r['rows_per_s']:>10,}{read}", file=out)
+        cpu = r.get("cpu") or {}
+        if cpu:
+            print(f"  {'  cores busy':<34} {'':>9} {'':>8} {'':>10}  machine {cpu['machine']:.2f} of {report['cpus']}"
+                  + (f", redis-server {cpu['redis']:.2f}" if "redis" in cpu else ""), file=out)
         for part in ("until_served", "removal"):
             rd = r.get(f"reader_{part}") or {}
             if rd.get("reads"):

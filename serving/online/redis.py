@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from core.config import Config
 from pipelines.faults import kill_point
 from serving.day import PublishError
 from serving.feast_repo import redis_connection_string
 from serving.online.encode import EncodedBatch, Encoding, encode_batch, entity_key_head, is_entity_key
+
+if TYPE_CHECKING:
+    from pipelines.lake import DayFiles
 
 
 @dataclass(frozen=True)
@@ -239,12 +242,24 @@ def write_arrow_batches(where: Target, enc: Encoding, ns: Namespace, batch_rows:
     the driver: nothing here imports Feast."""
     import pyarrow as pa
 
+    yield pa.RecordBatch.from_pydict({"rows": [_write_batches(where, enc, ns, batch_rows, batches)]})
+
+
+def write_files(where: Target, enc: Encoding, ns: Namespace, batch_rows: int, day: DayFiles,
+                paths: Iterator[str]) -> Iterator[int]:
+    """mapPartitions' function on a Spark executor: the rows of this task's files of the day
+    (read here with delta-rs) into ns, on a connection of its own; yields the count."""
+    yield _write_batches(where, enc, ns, batch_rows, day.scan(list(paths)))
+
+
+def _write_batches(where: Target, enc: Encoding, ns: Namespace, batch_rows: int, batches: Iterator) -> int:
+    import pyarrow as pa
+
     client = where.client()
     try:
-        rows = write_day(client, ns, (encode_batch(enc, pa.Table.from_batches([b])) for b in batches), batch_rows)
+        return write_day(client, ns, (encode_batch(enc, pa.Table.from_batches([b])) for b in batches), batch_rows)
     finally:
         client.close()
-    yield pa.RecordBatch.from_pydict({"rows": [rows]})
 
 
 def _glob_escaped(b: bytes) -> bytes:

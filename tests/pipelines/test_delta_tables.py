@@ -53,6 +53,22 @@ def test_reads_equal_spark_across_checkpoints_and_overwrites(spark, tmp_path):
         delta_tables.read(tmp_path / "nothing")
 
 
+def test_a_day_split_by_files_reads_each_row_once_at_the_listed_version(spark, tmp_path):
+    """What the executor publish does: the driver lists the day's files, tasks read their share."""
+    cfg = make_config(tmp_path)
+    path = cfg.table_location(tables.TASK_SAMPLES)
+    write_day(spark, path, DAYS[0], 50, 3)
+    write_day(spark, path, DAYS[1], 40, 1)
+    day = lake.day_files(cfg, tables.TASK_SAMPLES, DAYS[0], ["user_id", "x"])
+    assert len(day.paths) == 3 and all("run_date=2026-10-01" in p for p in day.paths)
+    want = spark_rows(spark, path, DAYS[0])
+    write_day(spark, path, DAYS[0], 7, 1)  # a rewrite after the listing: the tasks still read the listed version
+    parts = [pa.Table.from_batches(list(day.scan(share, batch_rows=8))) for share in (day.paths[:1], day.paths[1:])]
+    assert parts[0].num_rows and parts[1].num_rows and parts[0].column_names == ["user_id", "x"]
+    assert sorted(arrow_rows(parts[0]) + arrow_rows(parts[1])) == want
+    assert not list(day.scan([]))
+
+
 def test_a_table_with_deletion_vectors_falls_back_to_spark(spark, tmp_path):
     cfg = make_config(tmp_path)
     path = cfg.table_location(tables.TASK_SAMPLES)
@@ -62,6 +78,8 @@ def test_a_table_with_deletion_vectors_falls_back_to_spark(spark, tmp_path):
     spark.sql(f"DELETE FROM delta.`{path}` WHERE user_id = '3'")
     with pytest.raises(delta_tables.DeltaReadError, match="refused"):
         delta_tables.read(path, ["user_id", "x"])
+    with pytest.raises(delta_tables.DeltaReadError, match="refused"):
+        lake.day_files(cfg, tables.TASK_SAMPLES, DAYS[1], ["user_id", "x"])  # the executor publish then reads with Spark
     got = lake.read_day(cfg, tables.TASK_SAMPLES, DAYS[1], ["user_id", "x"])  # through Spark
     assert arrow_rows(got) == spark_rows(spark, path, DAYS[1]) and got.num_rows == 9
     streamed = pa.Table.from_batches(lake.scan_day(cfg, tables.TASK_SAMPLES, DAYS[1], ["user_id", "x"], batch_rows=4))
