@@ -19,7 +19,6 @@ READ_EVERY_S = 0.002
 READER_NICE = -10  # the reader's priority over the writer and the server (needs root; else it stays 0)
 
 
-
 def _read_loop(kind: str, target: dict, stop, out) -> None:
     """In a process of its own: read one task at a time every READ_EVERY_S until `stop`; send
     (times, latencies_ms, memory_times, memory_bytes) back through `out`."""
@@ -134,17 +133,24 @@ def _key_table(cfg: Config, keys: list[str], pa):
                      tables.EVENT_TIMESTAMP: ts, tables.CREATED_TIMESTAMP: ts})
 
 
-def cpu_seconds(cfg: Config) -> dict:
+def redis_servers(cfg: Config) -> list:
+    """One client per Redis node of cfg (none for SQLite), for cpu_seconds' INFO."""
+    if cfg.feast.online_store != "redis":
+        return []
+    from redis import Redis
+
+    where = redis_store.target(cfg)
+    return [Redis(host=host, port=port, **where.options) for host, port in where.nodes]
+
+
+def cpu_seconds(servers: list) -> dict:
     """CPU seconds used so far: the whole machine's (busy, all cores) and the Redis servers'."""
     import psutil
 
     times = psutil.cpu_times()
     out = {"machine": sum(times) - times.idle - getattr(times, "iowait", 0.0)}
-    if cfg.feast.online_store == "redis":
-        from redis import Redis
-
-        info = [Redis.from_url(f"redis://{node}").info("cpu") for node in cfg.feast.redis_connection.split(",")
-                if "=" not in node]
+    if servers:
+        info = [server.info("cpu") for server in servers]
         out["redis"] = sum(i["used_cpu_user"] + i["used_cpu_sys"] for i in info)
     return out
 

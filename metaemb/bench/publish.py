@@ -170,6 +170,8 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
     publish.write_partition(sub, BENCH_DATE, "fast", store=store)  # a served day for the first path to replace
     keys = [f"{sub.data.task_key[0]}_{i}" for i in range(0, rows, max(1, rows // sample))]
     kind, target = observe.reader_target(sub, store, keys)
+    servers = observe.redis_servers(sub)
+    writers = {"files": spark_writer, "spark": spark_read_writer}
     results, lookups = [], {}
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(observe.Reader(kind, target)) if concurrent_reads else None
@@ -186,7 +188,7 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
             cfg_path = dataclasses.replace(sub, feast=dataclasses.replace(sub.feast, batch_engine=how)) \
                 if method == "materialize" else sub
             store = feast_repo.feature_store(cfg_path)
-            cpu_before = observe.cpu_seconds(sub)
+            cpu_before = observe.cpu_seconds(servers)
             start = time.time()
             t = time.perf_counter()
             entry = {"path": label, "rows": rows}
@@ -195,7 +197,6 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
                     one_transaction(cfg_path, store)
                     entry["served_s"] = entry["total_s"] = time.perf_counter() - t
                 else:
-                    writers = {"files": spark_writer, "spark": spark_read_writer}
                     writer = (redis_py_writer if how == "redis-py" else
                               writers[how[0]](spark, partitions=how[1]) if isinstance(how, tuple) else None)
                     res = publish.write_partition(cfg_path, BENCH_DATE, method, store=store, writer=writer)
@@ -205,7 +206,7 @@ def bench_publish(cfg: Config, spark, rows: int, *, stock: bool = True, spark_en
                 log.exception("%s failed", label)
                 entry["error"] = f"{type(e).__name__}: {e}"[:300]
             spans.append((start, start + entry.get("served_s", 0.0), time.time()))
-            entry["cpu"] = observe.cpu_use(cpu_before, observe.cpu_seconds(sub), time.perf_counter() - t)
+            entry["cpu"] = observe.cpu_use(cpu_before, observe.cpu_seconds(servers), time.perf_counter() - t)
             if "served_s" in entry:
                 entry["rows_per_s"] = round(rows / entry["served_s"])
                 df = feast_repo.lookup(sub, [{sub.data.task_key[0]: k} for k in keys])

@@ -48,21 +48,22 @@ def run(args, cfg) -> int:
     return 0 if rows else 1
 
 
-
 def _converted(inter_path: Path, features_path: Path | None, out: Path) -> tuple[Path, Path | None]:
     """RecBole atomic files (MovieLens .inter / .user) converted once into `out`; others as given."""
     import pandas as pd
 
     from metaemb.datasets import movielens
 
+    events = None
     if inter_path.suffix == ".inter":
         converted = out / "interactions.parquet"
-        movielens.to_interactions(inter_path, converted)
+        events = movielens.to_interactions(inter_path, converted)
         inter_path = converted
     if features_path is not None and features_path.suffix == ".user":
         from metaemb.research.evaluate import read_table
 
-        first_event = pd.to_datetime(read_table(inter_path)["event_timestamp"], utc=True).min()
+        events = read_table(inter_path) if events is None else events  # the converted file's rows are in hand
+        first_event = pd.to_datetime(events["event_timestamp"], utc=True).min()
         converted = out / "entity_features.parquet"
         movielens.to_entity_features(features_path, converted, valid_from=first_event)
         features_path = converted
